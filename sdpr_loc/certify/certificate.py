@@ -1,0 +1,203 @@
+"""Optimality certificates for homogenized QCQPs.
+
+A feasible x is the GLOBAL minimiser when there are multipliers l with H = Q + sum_i l_i A_i PSD and
+H x = 0 (then x^T Q x = -l^T b is also the optimal value of the dual SDP, so the duality gap is 0).
+Multipliers come from least squares on stationarity; when redundant constraints leave a family of
+valid multipliers, the family is searched for a PSD member (``refine_multipliers``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def default_tol(dtype: torch.dtype) -> float:
+    """Certificate tolerance in units of the unit-norm cost (float64: 1e-7, float32: 1e-4)."""
+    return 1e-7 if dtype == torch.float64 else 1e-4
+
+
+@dataclass
+class Certificate:
+    """Per-item optimality certificate; tensors are batched ``(B,)`` unless noted.
+
+    Attributes:
+        certified: bool, True only when H is PSD (min_eig >= -tol), H x ~ 0 and x is feasible.
+        min_eig: smallest eigenvalue of H (unit-norm cost units).
+        margin: second-smallest eigenvalue of H: how far from losing the certificate.
+        gap: duality-gap estimate x^T H x = x^T Q x + l^T b (unit-norm cost units).
+        rank_ratio: lambda_1 / lambda_2 of the SDP solution X (large = rank 1); NaN if no SDP.
+        multipliers: ``(B, m)`` Lagrange multipliers (of the unit-norm cost).
+        method: "local" or "sdp" per item.
+        residual: |H x| / |x|, stationarity residual.
+        violation: max_i |x^T A_i x - b_i|.
+        reason: why an item is not certified ("" when it is).
+    """
+
+    certified: Tensor
+    min_eig: Tensor
+    margin: Tensor
+    gap: Tensor
+    rank_ratio: Tensor
+    multipliers: Tensor
+    method: list = field(default_factory=list)
+    residual: Tensor | None = None
+    violation: Tensor | None = None
+    reason: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.certified.shape[0]
+
+    def select(self, idx) -> "Certificate":
+        """Sub-batch by index tensor/list."""
+        idx = torch.as_tensor(idx, dtype=torch.long).flatten()
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor):
+                out[f.name] = v[idx.to(v.device)]
+            elif isinstance(v, list):
+                out[f.name] = [v[i] for i in idx.tolist()]
+            else:
+                out[f.name] = v
+        return Certificate(**out)
+
+    def update(self, idx, other: "Certificate") -> None:
+        """Overwrite items ``idx`` with those of ``other`` (same order)."""
+        idx = torch.as_tensor(idx, dtype=torch.long).flatten()
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, torch.Tensor):
+                mine[idx.to(mine.device)] = theirs.to(mine.device, mine.dtype)
+            elif isinstance(mine, list):
+                for j, i in enumerate(idx.tolist()):
+                    mine[i] = theirs[j]
+
+    def summary(self) -> str:
+        n = len(self)
+        k = int(self.certified.sum())
+        return (f"{k}/{n} certified; min_eig >= {float(self.min_eig.min()):.2e}, "
+                f"median margin {float(self.margin.median()):.2e}, max gap {float(self.gap.abs().max()):.2e}")
+
+
+def stationarity_rows(A: Tensor, x: Tensor) -> Tensor:
+    """G with rows (A_i x)^T: ``(B, m, n)``; half the constraint gradients."""
+    return torch.einsum("bkij,bj->bki", A, x)
+
+
+def lagrangian(Q: Tensor, A: Tensor, lam: Tensor) -> Tensor:
+    """H = Q + sum_i l_i A_i, ``(B, n, n)``."""
+    return Q + torch.einsum("bk,bkij->bij", lam, A)
+
+
+def least_squares_multipliers(Q: Tensor, A: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Min-norm l solving sum_i l_i A_i x = -Q x, and a basis ``(B, m, m)`` of the other solutions.
+
+    The basis spans the null space of G^T (redundant constraints): its columns are zero where the
+    direction is not free, so items with different redundancy share one batched tensor.
+    """
+    G = stationarity_rows(A, x)
+    rhs = -(Q @ x.unsqueeze(-1)).squeeze(-1)
+    rcond = 1e-9 if x.dtype == torch.float64 else 1e-5
+    U, S, Vh = torch.linalg.svd(G.transpose(-1, -2), full_matrices=True)  # G^T = U S Vh
+    r = S.shape[-1]
+    keep = S > rcond * S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
+    Sinv = torch.where(keep, 1.0 / S.clamp_min(torch.finfo(S.dtype).tiny), torch.zeros_like(S))
+    V = Vh.transpose(-1, -2)
+    lam = torch.einsum("bmk,bk,bnk,bn->bm", V[..., :r], Sinv, U[..., :r], rhs)
+    free = torch.ones(x.shape[0], V.shape[-1], dtype=torch.bool, device=x.device)
+    free[:, :r] = ~keep
+    return lam, V * free.unsqueeze(-2).to(x.dtype)
+
+
+def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tensor,
+                       iters: int = 60, beta: float = 200.0) -> Tensor:
+    """Search the multiplier family lam + basis @ w for a PSD H (maximise a soft minimum eigenvalue).
+
+    Every member satisfies H x = 0, so only the eigenvalues on the complement of x matter. The soft
+    minimum is concave-ish and smooth; gradient ascent with backtracking converges in a few dozen steps
+    for the small families that redundant constraints create.
+    """
+    B, m, K = basis.shape
+    if K == 0 or not bool((basis.abs().sum((-1, -2)) > 0).any()):
+        return lam
+    xn = x / x.norm(dim=-1, keepdim=True)
+    P = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device) - xn.unsqueeze(-1) * xn.unsqueeze(-2)
+    M = torch.einsum("bmk,bmij->bkij", basis, A)  # directions of H in the family
+    M = P.unsqueeze(1) @ M @ P.unsqueeze(1)
+    H0 = P @ lagrangian(Q, A, lam) @ P + xn.unsqueeze(-1) * xn.unsqueeze(-2)  # x direction parked at 1
+
+    def objective(w):
+        H = H0 + torch.einsum("bk,bkij->bij", w, M)
+        ev, V = torch.linalg.eigh(H)
+        soft = -torch.logsumexp(-beta * ev, -1) / beta
+        return soft, ev, V
+
+    w = torch.zeros(B, K, dtype=x.dtype, device=x.device)
+    f, ev, V = objective(w)
+    step = torch.ones(B, dtype=x.dtype, device=x.device)
+    for _ in range(iters):
+        p = torch.softmax(-beta * ev, -1)
+        grad = torch.einsum("bj,bij,bkil,blj->bk", p, V, M, V)
+        gn = grad.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        done = ev[:, 0] >= 0
+        if bool(done.all()):
+            break
+        for _ in range(20):  # backtracking, batched: items that did not improve halve their step
+            w_new = w + step.unsqueeze(-1) * grad / gn
+            f_new, ev_new, V_new = objective(w_new)
+            better = (f_new > f) & ~done
+            w = torch.where(better.unsqueeze(-1), w_new, w)
+            f = torch.where(better, f_new, f)
+            ev = torch.where(better.unsqueeze(-1), ev_new, ev)
+            V = torch.where(better.view(-1, 1, 1), V_new, V)
+            step = torch.where(better, step * 1.5, step * 0.5)
+            if bool((better | done | (step < 1e-12)).all()):
+                break
+    return lam + torch.einsum("bmk,bk->bm", basis, w)
+
+
+def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None,
+            lam: Tensor | None = None, method: str = "local", refine: bool = True) -> Certificate:
+    """Certificate for candidate solutions ``x (B, n)`` of min x^T Q x s.t. x^T A_i x = b_i.
+
+    ``Q (B, n, n)`` should be scaled to unit norm (``tol`` is in those units); ``A (B, m, n, n)``.
+    When ``lam`` is given (e.g. SDP duals) it is used as is, otherwise least-squares multipliers.
+    """
+    tol = default_tol(x.dtype) if tol is None else tol
+    x = x.detach()
+    Q, A = Q.detach(), A.detach()
+    B = x.shape[0]
+    violation = (torch.einsum("bi,bkij,bj->bk", x, A, x) - b).abs().amax(-1)
+    if lam is None:
+        lam, basis = least_squares_multipliers(Q, A, x)
+        if refine:
+            ev0 = torch.linalg.eigvalsh(lagrangian(Q, A, lam))[:, 0]
+            bad = (ev0 < -tol).nonzero().flatten()
+            if len(bad):
+                lam = lam.clone()
+                lam[bad] = refine_multipliers(Q[bad], A[bad], x[bad], lam[bad], basis[bad])
+    H = lagrangian(Q, A, lam)
+    ev = torch.linalg.eigvalsh(H)
+    xnorm = x.norm(dim=-1).clamp_min(1e-30)
+    residual = (H @ x.unsqueeze(-1)).squeeze(-1).norm(dim=-1) / xnorm
+    gap = torch.einsum("bi,bij,bj->b", x, H, x) / xnorm**2
+    feas_tol = 1e3 * tol
+    checks = [
+        (violation > feas_tol, "x infeasible (constraint violation {:.1e})", violation),
+        (ev[:, 0] < -tol, "H not PSD (min eigenvalue {:.1e})", ev[:, 0]),
+        (residual > 1e2 * tol, "not stationary (|Hx|/|x| = {:.1e})", residual),
+    ]
+    certified = torch.ones(B, dtype=torch.bool, device=x.device)
+    reason = [""] * B
+    for bad, msg, val in checks:
+        for i in (bad & certified).nonzero().flatten().tolist():
+            reason[i] = msg.format(float(val[i]))
+        certified &= ~bad
+    margin = ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0]
+    return Certificate(certified=certified, min_eig=ev[:, 0], margin=margin, gap=gap,
+                       rank_ratio=torch.full((B,), float("nan"), dtype=x.dtype, device=x.device),
+                       multipliers=lam, method=[method] * B, residual=residual,
+                       violation=violation, reason=reason)

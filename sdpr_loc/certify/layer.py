@@ -1,0 +1,148 @@
+"""SDPRLayer: a certifiably globally optimal, differentiable QCQP layer.
+
+Forward: fast batched local solve -> multipliers -> certificate; items that fail (or all items, without
+a local solver) go to the SDP relaxation. Backward: implicit differentiation of the QCQP's KKT system at
+the certified optimum, batched in torch on the tensors' device.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .certificate import Certificate, certify, default_tol, lagrangian, stationarity_rows
+from .qcqp import QCQP
+from .sdp import SDPRelaxation, solve_and_certify
+
+Tensor = torch.Tensor
+LocalSolver = Callable[[Tensor, Tensor, Tensor], Tensor]
+POLICIES = ("mask", "raise", "sdp")
+
+
+def kkt_adjoint(H: Tensor, G: Tensor, g: Tensor, rcond: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Solve [[H, G^T], [G, 0]] [u; v] = [g; 0] for a batch, tolerating dependent rows of G.
+
+    u lives in the null space N of G (the tangent space of the feasible set): u = N (N^T H N)^-1 N^T g,
+    then v is the min-norm solution of G^T v = g - H u. Returns (u, v, relative residual).
+    """
+    B, m, n = G.shape
+    U, S, Vh = torch.linalg.svd(G, full_matrices=True)  # G = U S Vh; Vh (n, n)
+    r = S.shape[-1]
+    keep = S > rcond * S[..., :1]
+    tangent = torch.ones(B, n, dtype=torch.bool, device=G.device)
+    tangent[:, :r] = ~keep
+    W = Vh.transpose(-1, -2)
+    t = tangent.to(H.dtype)
+    Ht = W.transpose(-1, -2) @ H @ W
+    Ht = Ht * t.unsqueeze(-1) * t.unsqueeze(-2) + torch.diag_embed(1.0 - t)
+    y = torch.linalg.solve(Ht, (W.transpose(-1, -2) @ g.unsqueeze(-1)).squeeze(-1) * t)
+    u = (W @ (y * t).unsqueeze(-1)).squeeze(-1)
+    rhs = g - (H @ u.unsqueeze(-1)).squeeze(-1)
+    Sinv = torch.where(keep, 1.0 / S.clamp_min(torch.finfo(S.dtype).tiny), torch.zeros_like(S))
+    # G^T v = rhs  ->  v = U S^+ Vh rhs
+    v = torch.einsum("bmk,bk,bkn,bn->bm", U[..., :r], Sinv, Vh[..., :r, :], rhs)
+    res = (rhs - (G.transpose(-1, -2) @ v.unsqueeze(-1)).squeeze(-1)).norm(dim=-1)
+    return u, v, res / g.norm(dim=-1).clamp_min(torch.finfo(g.dtype).tiny)
+
+
+class _KKTFunction(torch.autograd.Function):
+    """x = argmin as a function of Q and the constraint matrices; gradients by the KKT adjoint."""
+
+    @staticmethod
+    def forward(ctx, x, lam, mask, Q, A):
+        ctx.save_for_backward(x, lam, mask, Q, A)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad_x):
+        x, lam, mask, Q, A = ctx.saved_tensors
+        H = lagrangian(Q, A, lam)
+        G = stationarity_rows(A, x)
+        rcond = 1e-9 if x.dtype == torch.float64 else 1e-5
+        u, v, _ = kkt_adjoint(H, G, grad_x * mask.unsqueeze(-1).to(x.dtype), rcond)
+        ux = u.unsqueeze(-1) * x.unsqueeze(-2)
+        dQ = -0.5 * (ux + ux.transpose(-1, -2))
+        xx = x.unsqueeze(-1) * x.unsqueeze(-2)
+        dA = lam[..., None, None] * dQ.unsqueeze(1) - 0.5 * v[..., None, None] * xx.unsqueeze(1)
+        return None, None, None, dQ, dA
+
+
+class SDPRLayer(torch.nn.Module):
+    """Certified global minimiser of  x^T Q x  s.t.  x^T A_i x = b_i  with x = [1, z].
+
+    Args:
+        qcqp: the constraint template (``QCQP``).
+        local_solver: optional ``f(Q (B,n,n), A (B,m,n,n), b (m,)) -> x (B,n)`` feasible candidates,
+            usually a fast batched local method; its results are certified before use.
+        solver: SDP solver for uncertified items: "clarabel" (default), "scs" or "mosek".
+        tol: certificate tolerance on the unit-norm cost (default 1e-7 float64, 1e-4 float32).
+        uncertified: "mask" (return the best x, flag it, zero its gradient), "raise" (RuntimeError),
+            or "sdp" (keep the SDP solution and differentiate the KKT system there anyway).
+        use_sdp: fall back to the SDP for items the local solver could not certify.
+
+    ``forward(Q (B,n,n), *A_params) -> (x (B,n), Certificate)``; Q and A_params may require grad.
+    """
+
+    def __init__(self, qcqp: QCQP, local_solver: LocalSolver | None = None, solver: str = "clarabel",
+                 tol: float | None = None, uncertified: str = "mask", use_sdp: bool = True,
+                 solver_options: dict | None = None):
+        super().__init__()
+        if uncertified not in POLICIES:
+            raise ValueError(f"uncertified must be one of {POLICIES}, got {uncertified!r}")
+        self.qcqp, self.local_solver, self.tol = qcqp, local_solver, tol
+        self.uncertified, self.use_sdp = uncertified, use_sdp
+        self.solver, self.solver_options = solver, solver_options
+        self._relax: SDPRelaxation | None = None
+        if solver not in ("clarabel", "scs", "mosek"):
+            raise ValueError(f"unknown SDP solver {solver!r}; choose clarabel, scs or mosek")
+
+    @property
+    def relaxation(self) -> SDPRelaxation:
+        """The compiled SDP (built on first use: compiling costs ~100 ms)."""
+        if self._relax is None:
+            q = self.qcqp
+            b = torch.cat([q.b, torch.tensor(q.param_b, dtype=q.b.dtype)]).numpy()
+            self._relax = SDPRelaxation(q.n, b, q.A.double().numpy(), q.n_params, self.solver,
+                                        self.solver_options)
+        return self._relax
+
+    def forward(self, Q: Tensor, *A_params: Tensor) -> tuple[Tensor, Certificate]:
+        Q = self.qcqp.check_cost(Q)
+        B = Q.shape[0]
+        A, b = self.qcqp.constraints(A_params, B, Q.dtype, Q.device)
+        tol = default_tol(Q.dtype) if self.tol is None else self.tol
+        scale = Q.detach().flatten(1).norm(dim=-1).clamp_min(torch.finfo(Q.dtype).tiny)
+        Qs = Q.detach() / scale.view(-1, 1, 1)
+        Ad = A.detach()
+        x = cert = None
+        if self.local_solver is not None:
+            x = self.local_solver(Qs, Ad, b).detach()
+            if x.shape != (B, self.qcqp.n):
+                raise ValueError(f"local_solver returned shape {tuple(x.shape)}, expected {(B, self.qcqp.n)}")
+            cert = certify(Qs, Ad, b, x, tol=tol)
+        todo = (torch.arange(B, device=Q.device) if cert is None
+                else (~cert.certified).nonzero().flatten())
+        if len(todo) and (self.use_sdp or cert is None):
+            P = torch.stack(A_params, 1)[todo] if A_params else None
+            if P is not None and P.shape[0] != len(todo):
+                P = P.expand(B, *P.shape[1:])[todo]
+            x_sdp, cert_sdp = solve_and_certify(self.relaxation, Qs[todo], Ad[todo], b, P, tol=tol)
+            if cert is None:
+                x, cert = x_sdp, cert_sdp
+            else:
+                use = cert_sdp.certified | ~torch.isfinite(x[todo]).all(-1)
+                x = x.clone()
+                x[todo[use]] = x_sdp[use]
+                cert.update(todo[use], cert_sdp.select(use.nonzero().flatten()))
+                keep = (~use).nonzero().flatten()
+                for i in todo[keep].tolist():
+                    cert.reason[i] = cert.reason[i] + "; SDP did not certify either"
+        bad = (~cert.certified).nonzero().flatten().tolist()
+        if bad and self.uncertified == "raise":
+            details = "; ".join(f"item {i}: {cert.reason[i]}" for i in bad[:5])
+            raise RuntimeError(f"{len(bad)} of {B} items not certified ({details})")
+        mask = cert.certified if self.uncertified != "sdp" else torch.ones_like(cert.certified)
+        lam = cert.multipliers * scale.unsqueeze(-1)  # multipliers of the unscaled cost
+        if Q.requires_grad or A.requires_grad:
+            x = _KKTFunction.apply(x, lam.detach(), mask, Q, A)
+        return x, cert

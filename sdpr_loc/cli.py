@@ -1,0 +1,41 @@
+"""The ``sdpr-loc`` command.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``; the
+module is imported only when its subcommand is used, so ``sdpr-loc --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Add one line per subcommand.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("sdpr_loc.demo", "run the main demo"),
+    "polymin": ("sdpr_loc.certify.polymin_demo", "paper example 1: learn a polynomial's global minimiser"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdpr-loc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _parser().parse_args(argv or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"sdpr-loc {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
