@@ -43,4 +43,7 @@ def find_constraints(samples: Tensor, tol: float = 1e-9) -> Tensor:
     A = torch.zeros(null.shape[0], n, n, dtype=torch.float64)
     A[:, iu[0], iu[1]] = null
     A = A + A.transpose(-1, -2) - torch.diag_embed(torch.diagonal(A, dim1=-2, dim2=-1))
-    return A / A.flatten(1).norm(dim=-1).view(-1, 1, 1)
+    if A.shape[0] == 0:
+        return A
+    q, _ = torch.linalg.qr(A.flatten(1).T)  # orthonormal in the Frobenius inner product
+    return q.T.reshape(-1, n, n)

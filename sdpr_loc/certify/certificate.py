@@ -159,6 +159,35 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
     return lam + torch.einsum("bmk,bk->bm", basis, w)
 
 
+def polish(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, lam: Tensor, steps: int = 3) -> tuple[Tensor, Tensor]:
+    """Newton steps on the KKT equations H(l) x = 0, x^T A_i x = b_i (min-norm, so redundant rows are
+    fine). SDP solvers stop at ~1e-9 accuracy; a tight solution then gets back to machine precision.
+    Steps that do not reduce the KKT residual are rejected, so non-tight items are left alone.
+    """
+    def residual(x, lam):
+        r1 = (lagrangian(Q, A, lam) @ x.unsqueeze(-1)).squeeze(-1)
+        r2 = 0.5 * (torch.einsum("bi,bkij,bj->bk", x, A, x) - b)
+        return torch.cat([r1, r2], -1)
+
+    n = x.shape[-1]
+    r = residual(x, lam)
+    for _ in range(steps):
+        G = stationarity_rows(A, x)
+        K = torch.cat([torch.cat([lagrangian(Q, A, lam), G.transpose(-1, -2)], -1),
+                       torch.cat([G, torch.zeros(G.shape[0], G.shape[1], G.shape[1], dtype=x.dtype,
+                                                 device=x.device)], -1)], -2)
+        step = -(torch.linalg.pinv(K, rtol=1e-12 if x.dtype == torch.float64 else 1e-6,
+                                   hermitian=True) @ r.unsqueeze(-1)).squeeze(-1)
+        x_new, lam_new = x + step[:, :n], lam + step[:, n:]
+        x_new = x_new / x_new[:, :1]
+        r_new = residual(x_new, lam_new)
+        better = r_new.norm(dim=-1) < r.norm(dim=-1)
+        x = torch.where(better.unsqueeze(-1), x_new, x)
+        lam = torch.where(better.unsqueeze(-1), lam_new, lam)
+        r = torch.where(better.unsqueeze(-1), r_new, r)
+    return x, lam
+
+
 def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None,
             lam: Tensor | None = None, method: str = "local", refine: bool = True) -> Certificate:
     """Certificate for candidate solutions ``x (B, n)`` of min x^T Q x s.t. x^T A_i x = b_i.

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .certificate import Certificate, certify, default_tol
+from .certificate import Certificate, certify, default_tol, polish
 
+Tensor = torch.Tensor
 SOLVERS = ("clarabel", "scs", "mosek")
 
 
@@ -33,7 +34,7 @@ def _solver_options(solver: str, dtype) -> tuple[str, dict]:
 
     solver = solver.lower()
     if solver == "clarabel":
-        return cp.CLARABEL, dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=200)
+        return cp.CLARABEL, dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9, max_iter=200)
     if solver == "scs":
         return cp.SCS, dict(eps_abs=1e-9, eps_rel=1e-9, max_iters=200000)
     if solver == "mosek":
@@ -80,8 +81,8 @@ class SDPRelaxation:
         status = self.problem.status
         if self.X.value is None:
             return np.full((self.n, self.n), np.nan), np.full(len(self.b), np.nan), np.nan, status
-        # cvxpy's equality duals y give the Lagrangian <Q,X> - sum y_i(<A_i,X> - b_i): l = -y.
-        duals = -np.array([float(np.asarray(c.dual_value).reshape(-1)[0]) for c in self.cons])
+        # cvxpy's equality duals y are the multipliers of H = Q + sum_i y_i A_i (checked in the tests).
+        duals = np.array([float(np.asarray(c.dual_value).reshape(-1)[0]) for c in self.cons])
         return self.X.value, duals, float(self.problem.value), status
 
     def solve(self, Q: np.ndarray, A_params: np.ndarray | None = None) -> SDPSolution:
@@ -103,8 +104,6 @@ def extract_solution(X: Tensor) -> tuple[Tensor, Tensor]:
     return x, ratio
 
 
-Tensor = torch.Tensor
-
 
 def solve_and_certify(relax: SDPRelaxation, Q: Tensor, A: Tensor, b: Tensor, A_params: Tensor | None,
                       tol: float | None = None, min_rank_ratio: float = 1e4) -> tuple[Tensor, Certificate]:
@@ -120,6 +119,7 @@ def solve_and_certify(relax: SDPRelaxation, Q: Tensor, A: Tensor, b: Tensor, A_p
     X = torch.as_tensor(np.nan_to_num(sol.X), dtype=Q.dtype, device=Q.device)
     lam = torch.as_tensor(np.nan_to_num(sol.duals), dtype=Q.dtype, device=Q.device)
     x, ratio = extract_solution(X)
+    x, lam = polish(Q, A, b, x, lam)
     cert = certify(Q, A, b, x, tol=max(tol, 1e-7), lam=lam, method="sdp")
     # Solver accuracy limits the dual's PSD-ness to ~1e-8; if the duals miss, least squares may not.
     retry = (~cert.certified).nonzero().flatten()
@@ -138,5 +138,7 @@ def solve_and_certify(relax: SDPRelaxation, Q: Tensor, A: Tensor, b: Tensor, A_p
             cert.reason[i] = f"relaxation not tight (rank ratio {float(ratio[i]):.1e})"
         elif not cert.certified[i] and not ok_status[i]:
             cert.reason[i] = f"SDP solver status {sol.status[i]}; " + cert.reason[i]
+    for i in (~cert.certified & low_rank).nonzero().flatten().tolist():
+        cert.reason[i] = f"relaxation not tight (rank ratio {float(ratio[i]):.1e}); " + cert.reason[i]
     cert.certified &= ok_status & ~low_rank
     return x, cert
