@@ -12,7 +12,7 @@ import sys
 # name -> (module, one-line help). Add one line per subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sdpr_loc.demo", "run the main demo"),
-    "polymin": ("sdpr_loc.certify.polymin_demo", "paper example 1: learn a polynomial's global minimiser"),
+    "polymin-fit": ("sdpr_loc.examples.polymin_fit", "paper example 1: learn where a polynomial's global minimum is"),
 }
 
 

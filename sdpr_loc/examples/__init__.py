@@ -1,0 +1,1 @@
+"""Worked examples runnable from the sdpr-loc command."""
