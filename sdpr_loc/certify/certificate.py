@@ -189,11 +189,14 @@ def polish(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, lam: Tensor, steps: int =
 
 
 def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None,
-            lam: Tensor | None = None, method: str = "local", refine: bool = True) -> Certificate:
+            lam: Tensor | None = None, method: str = "local", refine: bool = True,
+            min_margin: float | None = None) -> Certificate:
     """Certificate for candidate solutions ``x (B, n)`` of min x^T Q x s.t. x^T A_i x = b_i.
 
     ``Q (B, n, n)`` should be scaled to unit norm (``tol`` is in those units); ``A (B, m, n, n)``.
     When ``lam`` is given (e.g. SDP duals) it is used as is, otherwise least-squares multipliers.
+    ``min_margin`` (default ``tol``): a smaller second eigenvalue of H means the minimiser is not
+    unique (e.g. degenerate data), so x is not certified as THE solution and has no gradient.
     """
     tol = default_tol(x.dtype) if tol is None else tol
     x = x.detach()
@@ -218,6 +221,8 @@ def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None
         (violation > feas_tol, "x infeasible (constraint violation {:.1e})", violation),
         (ev[:, 0] < -tol, "H not PSD (min eigenvalue {:.1e})", ev[:, 0]),
         (residual > 1e2 * tol, "not stationary (|Hx|/|x| = {:.1e})", residual),
+        ((ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0]) < (tol if min_margin is None else min_margin),
+         "minimiser not unique (margin {:.1e})", ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0]),
     ]
     certified = torch.ones(B, dtype=torch.bool, device=x.device)
     reason = [""] * B

@@ -79,14 +79,21 @@ class SDPRLayer(torch.nn.Module):
         uncertified: "mask" (return the best x, flag it, zero its gradient), "raise" (RuntimeError),
             or "sdp" (keep the SDP solution and differentiate the KKT system there anyway).
         use_sdp: fall back to the SDP for items the local solver could not certify.
+        restarts: optional ``f(Q, A, b, x_failed) -> (B', K, n)`` more candidates for the items whose
+            first candidate was not certified (e.g. rotations flipped by 180 degrees); the
+            certified one with the lowest cost is kept.
+        min_margin: smallest second eigenvalue of H for a unique (certified) minimiser; default tol.
 
-    ``forward(Q (B,n,n), *A_params) -> (x (B,n), Certificate)``; Q and A_params may require grad.
+    ``forward(Q (B,n,n), *A_params, **local_kwargs) -> (x (B,n), Certificate)``; Q and A_params may
+    require grad; ``local_kwargs`` (e.g. an initial guess) go to the local solver.
     """
 
     def __init__(self, qcqp: QCQP, local_solver: LocalSolver | None = None, solver: str = "clarabel",
                  tol: float | None = None, uncertified: str = "mask", use_sdp: bool = True,
-                 solver_options: dict | None = None):
+                 solver_options: dict | None = None, restarts: Callable | None = None,
+                 min_margin: float | None = None):
         super().__init__()
+        self.restarts, self.min_margin = restarts, min_margin
         if uncertified not in POLICIES:
             raise ValueError(f"uncertified must be one of {POLICIES}, got {uncertified!r}")
         self.qcqp, self.local_solver, self.tol = qcqp, local_solver, tol
@@ -106,7 +113,27 @@ class SDPRLayer(torch.nn.Module):
                                         self.solver_options)
         return self._relax
 
-    def forward(self, Q: Tensor, *A_params: Tensor) -> tuple[Tensor, Certificate]:
+    def _restart(self, Qs: Tensor, A: Tensor, b: Tensor, x: Tensor, cert: Certificate, tol: float) -> Tensor:
+        """Replace uncertified items by the best certified restart candidate (in place on cert)."""
+        todo = (~cert.certified).nonzero().flatten()
+        if not len(todo):
+            return x
+        cand = self.restarts(Qs[todo], A[todo], b, x[todo])  # (T, K, n)
+        T, K, n = cand.shape
+        flat = cand.reshape(T * K, n)
+        rep = lambda M: M.repeat_interleave(K, 0)  # noqa: E731
+        c2 = certify(rep(Qs[todo]), rep(A[todo]), b, flat, tol=tol, min_margin=self.min_margin)
+        cost = torch.einsum("bi,bij,bj->b", flat, rep(Qs[todo]), flat)
+        cost = torch.where(c2.certified, cost, torch.full_like(cost, float("inf"))).view(T, K)
+        best = cost.argmin(-1)
+        won = torch.isfinite(cost.gather(1, best[:, None]).squeeze(1))
+        pick = (torch.arange(T, device=x.device) * K + best)[won]
+        x = x.clone()
+        x[todo[won]] = flat[pick]
+        cert.update(todo[won], c2.select(pick))
+        return x
+
+    def forward(self, Q: Tensor, *A_params: Tensor, **local_kwargs) -> tuple[Tensor, Certificate]:
         Q = self.qcqp.check_cost(Q)
         B = Q.shape[0]
         A, b = self.qcqp.constraints(A_params, B, Q.dtype, Q.device)
@@ -116,17 +143,20 @@ class SDPRLayer(torch.nn.Module):
         Ad = A.detach()
         x = cert = None
         if self.local_solver is not None:
-            x = self.local_solver(Qs, Ad, b).detach()
+            x = self.local_solver(Qs, Ad, b, **local_kwargs).detach()
             if x.shape != (B, self.qcqp.n):
                 raise ValueError(f"local_solver returned shape {tuple(x.shape)}, expected {(B, self.qcqp.n)}")
-            cert = certify(Qs, Ad, b, x, tol=tol)
+            cert = certify(Qs, Ad, b, x, tol=tol, min_margin=self.min_margin)
+            if self.restarts is not None:
+                x = self._restart(Qs, Ad, b, x, cert, tol)
         todo = (torch.arange(B, device=Q.device) if cert is None
                 else (~cert.certified).nonzero().flatten())
         if len(todo) and (self.use_sdp or cert is None):
             P = torch.stack(A_params, 1)[todo] if A_params else None
             if P is not None and P.shape[0] != len(todo):
                 P = P.expand(B, *P.shape[1:])[todo]
-            x_sdp, cert_sdp = solve_and_certify(self.relaxation, Qs[todo], Ad[todo], b, P, tol=tol)
+            x_sdp, cert_sdp = solve_and_certify(self.relaxation, Qs[todo], Ad[todo], b, P, tol=tol,
+                                                min_margin=self.min_margin)
             if cert is None:
                 x, cert = x_sdp, cert_sdp
             else:

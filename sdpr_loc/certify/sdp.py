@@ -7,6 +7,7 @@ per item. Clarabel is the open-source default; SCS and MOSEK (when licensed) are
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,7 @@ def _solver_options(solver: str, dtype) -> tuple[str, dict]:
 
     solver = solver.lower()
     if solver == "clarabel":
-        return cp.CLARABEL, dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9, max_iter=200)
+        return cp.CLARABEL, dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9, max_iter=100)
     if solver == "scs":
         return cp.SCS, dict(eps_abs=1e-9, eps_rel=1e-9, max_iters=200000)
     if solver == "mosek":
@@ -75,7 +76,9 @@ class SDPRelaxation:
         for P, a in zip(self.A_par, A_params):
             P.value = 0.5 * (a + a.T)
         try:
-            self.problem.solve(solver=self.solver, **self.options)
+            with warnings.catch_warnings():  # "may be inaccurate": the certificate decides
+                warnings.simplefilter("ignore")
+                self.problem.solve(solver=self.solver, **self.options)
         except cp.error.SolverError as exc:  # report, do not crash the batch
             return np.full((self.n, self.n), np.nan), np.full(len(self.b), np.nan), np.nan, f"error: {exc}"
         status = self.problem.status
@@ -106,7 +109,8 @@ def extract_solution(X: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def solve_and_certify(relax: SDPRelaxation, Q: Tensor, A: Tensor, b: Tensor, A_params: Tensor | None,
-                      tol: float | None = None, min_rank_ratio: float = 1e4) -> tuple[Tensor, Certificate]:
+                      tol: float | None = None, min_rank_ratio: float = 1e4,
+                      min_margin: float | None = None) -> tuple[Tensor, Certificate]:
     """Solve the SDP per item, recover x, and certify it with the SDP duals as multipliers.
 
     ``Q`` is the unit-norm cost (B, n, n); ``A`` all constraints (B, m, n, n). An item is certified
@@ -120,16 +124,18 @@ def solve_and_certify(relax: SDPRelaxation, Q: Tensor, A: Tensor, b: Tensor, A_p
     lam = torch.as_tensor(np.nan_to_num(sol.duals), dtype=Q.dtype, device=Q.device)
     x, ratio = extract_solution(X)
     x, lam = polish(Q, A, b, x, lam)
-    cert = certify(Q, A, b, x, tol=max(tol, 1e-7), lam=lam, method="sdp")
+    cert = certify(Q, A, b, x, tol=max(tol, 1e-7), lam=lam, method="sdp", min_margin=min_margin)
     # Solver accuracy limits the dual's PSD-ness to ~1e-8; if the duals miss, least squares may not.
     retry = (~cert.certified).nonzero().flatten()
     if len(retry):
-        cert_ls = certify(Q[retry], A[retry], b, x[retry], tol=max(tol, 1e-7), method="sdp")
+        cert_ls = certify(Q[retry], A[retry], b, x[retry], tol=max(tol, 1e-7), method="sdp",
+                          min_margin=min_margin)
         better = cert_ls.certified.nonzero().flatten()
         if len(better):
             cert.update(retry[better], cert_ls.select(better))
     cert.rank_ratio = ratio
-    ok_status = torch.tensor([s in ("optimal",) for s in sol.status], device=Q.device)
+    # The certificate is the proof; "optimal_inaccurate" is fine when the certificate checks out.
+    ok_status = torch.tensor([s in ("optimal", "optimal_inaccurate") for s in sol.status], device=Q.device)
     low_rank = ratio < min_rank_ratio
     for i in range(len(cert)):
         if cert.certified[i] and not ok_status[i]:

@@ -1,0 +1,289 @@
+"""Certified, differentiable registration of matched 3D points with matrix weights.
+
+Finds T_target_source = (R, t) minimising  sum_i w_i e_i^T W_i e_i,  e_i = trg_i - (R src_i + t),
+with W_i the 3x3 inverse covariance of each stereo point (the depth direction is much noisier). As a
+QCQP over x = [1, vec(R) (column-major), t] (n = 13) with 6 column-orthonormality, 9 handedness and
+6 redundant row-orthonormality constraints, its SDP relaxation is tight in practice, so the local
+solution comes with a certificate of global optimality (see ``sdpr_loc.certify``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sdpr_loc.certify import QCQP, Certificate, SDPRLayer
+from sdpr_loc.certify.certificate import default_tol
+
+from .se3 import hat, so3_exp
+from .so3_qcqp import so3_constraints
+
+Tensor = torch.Tensor
+METHODS = ("certified", "sdp", "svd", "local")
+# 180-degree flips about x, y, z: where a local solver lands when it picks the wrong basin.
+FLIPS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])
+
+
+@dataclass
+class Registration:
+    """R (B, 3, 3), t (B, 3) with trg ~ R src + t; certificate per item; cost (B,) = weighted SSE."""
+
+    R: Tensor
+    t: Tensor
+    certificate: Certificate
+    cost: Tensor
+
+    @property
+    def T(self) -> Tensor:
+        """Homogeneous T_target_source (B, 4, 4)."""
+        T = torch.zeros(*self.R.shape[:-2], 4, 4, dtype=self.R.dtype, device=self.R.device)
+        T[..., :3, :3] = self.R
+        T[..., :3, 3] = self.t
+        T[..., 3, 3] = 1.0
+        return T
+
+
+def registration_qcqp() -> QCQP:
+    A, names, red = so3_constraints(13)
+    return QCQP(A=A, redundant=red, names=names)
+
+
+# ------------------------------------------------------------------------------------------------
+# input checks
+# ------------------------------------------------------------------------------------------------
+def _check_inputs(src, trg, weights, inv_cov):
+    for name, P in (("src", src), ("trg", trg)):
+        if not isinstance(P, torch.Tensor) or P.dim() != 3 or P.shape[-1] != 3:
+            shape = tuple(P.shape) if isinstance(P, torch.Tensor) else type(P).__name__
+            raise ValueError(f"{name} must have shape (B, N, 3), got {shape}")
+        if not P.is_floating_point():
+            raise ValueError(f"{name} must be a floating point tensor, got {P.dtype}")
+    if src.shape != trg.shape:
+        raise ValueError(f"src and trg must have the same shape, got {tuple(src.shape)} and {tuple(trg.shape)}")
+    B, N, _ = src.shape
+    if weights is None:
+        weights = src.new_ones(B, N)
+    elif weights.shape != (B, N):
+        raise ValueError(f"weights must have shape (B, N) = {(B, N)}, got {tuple(weights.shape)}")
+    if inv_cov is None:
+        inv_cov = torch.eye(3, dtype=src.dtype, device=src.device).expand(B, N, 3, 3)
+    elif inv_cov.shape != (B, N, 3, 3):
+        raise ValueError(f"inv_cov must have shape (B, N, 3, 3) = {(B, N, 3, 3)}, got {tuple(inv_cov.shape)}")
+    for name, v in (("src", src), ("trg", trg), ("weights", weights), ("inv_cov", inv_cov)):
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{name} contains NaN or inf")
+    if (weights < 0).any():
+        raise ValueError("weights must be >= 0")
+    return weights.to(src.dtype), inv_cov.to(src.dtype)
+
+
+def _degenerate_reason(src: Tensor, trg: Tensor, W: Tensor) -> list[str]:
+    """Why the pose is not determined by the data ('' when it is): < 3 points, collinear points."""
+    B, N, _ = src.shape
+    active = W.detach().flatten(2).abs().amax(-1) > 0
+    reasons = []
+    for b in range(B):
+        k = int(active[b].sum())
+        if k < 3:
+            reasons.append(f"fewer than 3 points with nonzero weight ({k})")
+            continue
+        P = src[b, active[b]].detach()
+        P = P - P.mean(0)
+        s = torch.linalg.svdvals(P)
+        if s[1] <= 1e-9 * max(float(s[0]), 1e-300):
+            reasons.append("source points are collinear (rotation about their line is free)")
+            continue
+        reasons.append("")
+    return reasons
+
+
+# ------------------------------------------------------------------------------------------------
+# cost matrix
+# ------------------------------------------------------------------------------------------------
+def cost_matrix(src: Tensor, trg: Tensor, W: Tensor) -> Tensor:
+    """Q (B, 13, 13) with x^T Q x = sum_i e_i^T W_i e_i, x = [1, vec(R), t], e_i = trg_i - R src_i - t.
+
+    W (B, N, 3, 3) already includes the scalar weights. e_i = D_i x with
+    D_i = [trg_i, -(src_i^T kron I3), -I3]; Q = sum_i D_i^T W_i D_i, assembled blockwise.
+    """
+    B, N, _ = src.shape
+    Wsum = W.sum(1)                                          # (B,3,3)
+    Wt = torch.einsum("bnij,bnj->bni", W, trg)               # W_i trg_i
+    q00 = torch.einsum("bni,bni->b", trg, Wt)
+    # blocks involving vec(R): (src^T kron I) -> index (3c + r)
+    SW = torch.einsum("bnc,bnrs->bcrs", src, W)              # sum_i src_ic W_i  -> (B,3c,3r,3s)
+    SWt = torch.einsum("bnc,bnr->bcr", src, Wt)              # sum_i src_ic (W_i trg_i)_r
+    SWS = torch.einsum("bnc,bnd,bnrs->bcdrs", src, src, W)   # sum src_ic src_id W_i
+    Q = src.new_zeros(B, 13, 13)
+    Q[:, 0, 0] = q00
+    Q[:, 0, 1:10] = -SWt.reshape(B, 9)
+    Q[:, 0, 10:] = -Wt.sum(1)
+    Q[:, 1:10, 1:10] = SWS.permute(0, 1, 3, 2, 4).reshape(B, 9, 9)
+    Q[:, 1:10, 10:] = SW.reshape(B, 9, 3)
+    Q[:, 10:, 10:] = Wsum
+    Q = torch.triu(Q) + torch.triu(Q, 1).transpose(1, 2)
+    return Q
+
+
+def x_from_pose(R: Tensor, t: Tensor) -> Tensor:
+    return torch.cat([R.new_ones(R.shape[0], 1), R.transpose(1, 2).reshape(-1, 9), t], 1)
+
+
+def pose_from_x(x: Tensor) -> tuple[Tensor, Tensor]:
+    return x[:, 1:10].reshape(-1, 3, 3).transpose(1, 2), x[:, 10:13]
+
+
+# ------------------------------------------------------------------------------------------------
+# baselines and the local solver
+# ------------------------------------------------------------------------------------------------
+def _project_so3(M: Tensor) -> Tensor:
+    U, _, Vh = torch.linalg.svd(M)
+    d = torch.det(U @ Vh)
+    U = torch.cat([U[..., :2], U[..., 2:] * d.view(-1, 1, 1)], -1)
+    return U @ Vh
+
+
+def weighted_svd(src: Tensor, trg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Scalar-weighted Umeyama/Horn: closed form for isotropic weights (the SVD baseline)."""
+    wsum = w.sum(1, keepdim=True).clamp_min(torch.finfo(src.dtype).tiny)
+    cs = (w.unsqueeze(-1) * src).sum(1) / wsum
+    ct = (w.unsqueeze(-1) * trg).sum(1) / wsum
+    Hm = torch.einsum("bn,bni,bnj->bij", w, trg - ct.unsqueeze(1), src - cs.unsqueeze(1))
+    R = _project_so3(Hm)
+    return R, ct - (R @ cs.unsqueeze(-1)).squeeze(-1)
+
+
+def gauss_newton(Q: Tensor, R: Tensor, t: Tensor, iters: int = 30, tol: float = 1e-13) -> Tensor:
+    """Minimise x^T Q x over SE(3) from (R, t) by Gauss-Newton with R <- exp(phi^) R, t <- t + d.
+
+    Works from Q alone, so it serves any quadratic pose cost (matrix weights included).
+    """
+    B = Q.shape[0]
+    eye = torch.eye(3, dtype=Q.dtype, device=Q.device).expand(B, 3, 3)
+    for _ in range(iters):
+        x = x_from_pose(R, t)
+        # d vec(R) / d phi for R <- (I + phi^) R: column c changes by phi x r_c = -[r_c]x phi
+        Jr = -hat(R.transpose(1, 2)).reshape(B, 9, 3)
+        J = Q.new_zeros(B, 13, 6)
+        J[:, 1:10, :3] = Jr
+        J[:, 10:, 3:] = eye
+        Hn = J.transpose(1, 2) @ Q @ J
+        g = J.transpose(1, 2) @ (Q @ x.unsqueeze(-1))
+        step = -torch.linalg.solve(Hn + 1e-14 * torch.eye(6, dtype=Q.dtype, device=Q.device), g).squeeze(-1)
+        R = so3_exp(step[:, :3]) @ R
+        t = t + step[:, 3:]
+        if float(step.abs().max()) < tol:
+            break
+    return x_from_pose(_project_so3(R), t)
+
+
+def _local_solver(Q: Tensor, A: Tensor, b: Tensor, x0: Tensor | None = None) -> Tensor:
+    if x0 is None:  # linear least squares without the rotation constraints, then projection
+        z = -torch.linalg.lstsq(Q[:, 1:, 1:], Q[:, 1:, :1]).solution.squeeze(-1)
+        R0, t0 = _project_so3(z[:, :9].reshape(-1, 3, 3).transpose(1, 2)), z[:, 9:]
+    else:
+        R0, t0 = pose_from_x(x0)
+    return gauss_newton(Q, R0, t0)
+
+
+def _flip_restarts(Q: Tensor, A: Tensor, b: Tensor, x: Tensor) -> Tensor:
+    """Gauss-Newton from the 180-degree flips of the failed rotation: (B, 3, 13)."""
+    R, t = pose_from_x(x)
+    flips = FLIPS.to(Q.dtype).to(Q.device)
+    cands = [gauss_newton(Q, R @ torch.diag(f), t) for f in flips]
+    cands += [gauss_newton(Q, torch.diag(f) @ R, t) for f in flips]
+    return torch.stack(cands, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# public API
+# ------------------------------------------------------------------------------------------------
+_LAYERS: dict[tuple, SDPRLayer] = {}
+
+
+def _layer(local: bool, solver: str, uncertified: str) -> SDPRLayer:
+    key = (local, solver, uncertified)
+    if key not in _LAYERS:
+        _LAYERS[key] = SDPRLayer(registration_qcqp(), local_solver=_local_solver if local else None,
+                                 restarts=_flip_restarts if local else None, solver=solver,
+                                 uncertified=uncertified)
+    return _LAYERS[key]
+
+
+def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: Tensor | None = None,
+             method: str = "certified", solver: str = "clarabel", uncertified: str = "mask",
+             init: Tensor | None = None) -> Registration:
+    """Relative pose T_target_source with trg ~ R src + t.
+
+    Args:
+        src, trg: matched points (B, N, 3), e.g. in the source / target left-camera optical frames.
+        weights: (B, N) scalar weights >= 0 (None: ones). Zero drops a point.
+        inv_cov: (B, N, 3, 3) inverse covariances (matrix weights; None: identity).
+        method: "certified" (local solve + certificate, flips, SDP fallback), "sdp" (always the SDP),
+            "svd" (scalar-weighted closed form baseline; ignores inv_cov), "local" (Gauss-Newton with
+            the matrix weights, no certificate).
+        solver: SDP solver for the fallback ("clarabel", "scs", "mosek").
+        uncertified: SDPRLayer policy for items that cannot be certified ("mask", "raise", "sdp").
+        init: optional (B, 4, 4) initial T_target_source for the local solver (default: weighted SVD).
+    Returns:
+        Registration(R, t, certificate, cost); differentiable w.r.t. all inputs on certified items
+        ("certified"/"sdp") or through the closed form ("svd").
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    weights, inv_cov = _check_inputs(src, trg, weights, inv_cov)
+    W = weights[..., None, None] * inv_cov
+    B = src.shape[0]
+    degenerate = _degenerate_reason(src, trg, W)
+
+    # Centre both clouds (weighted by the trace of W): a far origin ruins SDP accuracy and the margin.
+    wc = torch.diagonal(W, dim1=-2, dim2=-1).sum(-1).detach()
+    wsum = wc.sum(1, keepdim=True).clamp_min(torch.finfo(src.dtype).tiny)
+    cs = ((wc.unsqueeze(-1) * src).sum(1) / wsum).detach()
+    ct = ((wc.unsqueeze(-1) * trg).sum(1) / wsum).detach()
+    s0, t0 = src - cs.unsqueeze(1), trg - ct.unsqueeze(1)
+
+    if init is not None:
+        if not isinstance(init, torch.Tensor) or init.shape != (B, 4, 4):
+            raise ValueError(f"init must have shape (B, 4, 4) = {(B, 4, 4)}")
+        init = init.detach().to(src.dtype)
+        R_init = init[:, :3, :3]
+        t_init = init[:, :3, 3] + (R_init @ cs.unsqueeze(-1)).squeeze(-1) - ct  # centred frame
+
+    def initial_pose():
+        if init is not None:
+            return R_init, t_init
+        return weighted_svd(s0.detach(), t0.detach(), wc)
+
+    if method == "svd":
+        R, tc = weighted_svd(s0, t0, weights)
+        cert = _no_certificate(B, src, "svd baseline: no certificate")
+    else:
+        Q = cost_matrix(s0, t0, W)
+        if method == "local":
+            x = gauss_newton(Q.detach(), *initial_pose())
+            # differentiable through the same KKT backward, but nothing proves it is the global optimum
+            R, tc = pose_from_x(x)
+            cert = _no_certificate(B, src, "local method: no certificate requested")
+        else:
+            kwargs = {}
+            if method == "certified":
+                kwargs["x0"] = x_from_pose(*initial_pose())
+            x, cert = _layer(method == "certified", solver, uncertified)(Q, **kwargs)
+            R, tc = pose_from_x(x)
+    for i, why in enumerate(degenerate):
+        if why:
+            cert.certified[i] = False
+            cert.reason[i] = why
+    t = tc + ct - (R @ cs.unsqueeze(-1)).squeeze(-1)
+    e = trg - (src @ R.transpose(1, 2) + t.unsqueeze(1))
+    cost = torch.einsum("bni,bnij,bnj->b", e, W, e)
+    return Registration(R=R, t=t, certificate=cert, cost=cost)
+
+
+def _no_certificate(B: int, like: Tensor, why: str) -> Certificate:
+    nan = torch.full((B,), float("nan"), dtype=like.dtype, device=like.device)
+    return Certificate(certified=torch.zeros(B, dtype=torch.bool, device=like.device), min_eig=nan,
+                       margin=nan.clone(), gap=nan.clone(), rank_ratio=nan.clone(),
+                       multipliers=like.new_zeros(B, 0), method=["none"] * B, residual=nan.clone(),
+                       violation=nan.clone(), reason=[why] * B)
