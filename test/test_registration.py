@@ -3,42 +3,14 @@ import numpy as np
 import pytest
 import torch
 
+from sdpr_loc.geometry.instances import stereo_instance as make_instance
 from sdpr_loc.geometry.registration import register
 from sdpr_loc.geometry.se3 import random_rotation, rotation_angle
-from sdpr_loc.geometry.stereo import StereoCamera
 
 
 def stereo_instance(B, N, sigma_px=0.5, seed=0, offset=(0.0, 0.0, 0.0)):
-    """Points 2-20 m in front of a stereo camera, noise drawn in pixel space, with matrix weights."""
-    g = torch.Generator().manual_seed(seed)
-    cam = StereoCamera(fx=400.0, fy=400.0, cx=320.0, cy=240.0, baseline=0.24)
-    depth = 2 + 18 * torch.rand(B, N, generator=g, dtype=torch.float64)
-    uv = torch.rand(B, N, 2, generator=g, dtype=torch.float64) * torch.tensor([640.0, 480.0], dtype=torch.float64)
-    uvd_src = torch.cat([uv, (cam.fx * cam.baseline / depth).unsqueeze(-1)], -1)
-    src_true, _ = cam.triangulate(uvd_src)
-    R = random_rotation(B, generator=g, dtype=torch.float64)
-    R = torch.linalg.matrix_power(R, 1)  # any rotation
-    axis_angle = 0.2 * torch.randn(B, 3, generator=g, dtype=torch.float64)
-    from sdpr_loc.geometry.se3 import so3_exp
-
-    R = so3_exp(axis_angle)  # moderate motion between stereo frames
-    t = 0.5 * torch.randn(B, 3, generator=g, dtype=torch.float64)
-    trg_true = src_true @ R.transpose(1, 2) + t.unsqueeze(1)
-
-    def noisy(P):
-        uvd = cam.project(P)
-        n = sigma_px * torch.randn(*uvd.shape, generator=g, dtype=torch.float64)
-        ul, v, ur = uvd[..., 0] + n[..., 0], uvd[..., 1] + n[..., 1], uvd[..., 0] - uvd[..., 2] + n[..., 2]
-        uvd_n = torch.stack([ul, v, ul - ur], -1)
-        P_n, valid = cam.triangulate(uvd_n)
-        W, _ = cam.inverse_covariance(uvd_n, sigma_px)
-        return P_n, W, valid
-
-    src, Ws, vs = noisy(src_true)
-    trg, Wt, vt = noisy(trg_true)
-    # Both ends are noisy; weight by the target's covariance (the standard approximation).
-    off = torch.tensor(offset, dtype=torch.float64)
-    return src + off, trg + off, (vs & vt).double(), Wt, R, t - (R @ off) + off
+    i = make_instance(B, N, sigma_px, seed, offset)
+    return i.src, i.trg, i.weights, i.inv_cov, i.R, i.t
 
 
 def T_from(R, t):

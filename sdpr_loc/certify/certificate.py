@@ -203,16 +203,18 @@ def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None
     Q, A = Q.detach(), A.detach()
     B = x.shape[0]
     violation = (torch.einsum("bi,bkij,bj->bk", x, A, x) - b).abs().amax(-1)
-    if lam is None:
+    given = lam is not None
+    if not given:
         lam, basis = least_squares_multipliers(Q, A, x)
-        if refine:
-            ev0 = torch.linalg.eigvalsh(lagrangian(Q, A, lam))[:, 0]
-            bad = (ev0 < -tol).nonzero().flatten()
-            if len(bad):
-                lam = lam.clone()
-                lam[bad] = refine_multipliers(Q[bad], A[bad], x[bad], lam[bad], basis[bad])
     H = lagrangian(Q, A, lam)
     ev = torch.linalg.eigvalsh(H)
+    bad = (ev[:, 0] < -tol).nonzero().flatten()
+    if refine and not given and len(bad):
+        lam = lam.clone()
+        lam[bad] = refine_multipliers(Q[bad], A[bad], x[bad], lam[bad], basis[bad])
+        H = lagrangian(Q, A, lam)
+        ev = ev.clone()
+        ev[bad] = torch.linalg.eigvalsh(H[bad])
     xnorm = x.norm(dim=-1).clamp_min(1e-30)
     residual = (H @ x.unsqueeze(-1)).squeeze(-1).norm(dim=-1) / xnorm
     gap = torch.einsum("bi,bij,bj->b", x, H, x) / xnorm**2

@@ -19,30 +19,27 @@ LocalSolver = Callable[[Tensor, Tensor, Tensor], Tensor]
 POLICIES = ("mask", "raise", "sdp")
 
 
-def kkt_adjoint(H: Tensor, G: Tensor, g: Tensor, rcond: float) -> tuple[Tensor, Tensor, Tensor]:
+def kkt_adjoint(H: Tensor, G: Tensor, g: Tensor, rel_tol: float,
+                need_v: bool = True) -> tuple[Tensor, Tensor | None]:
     """Solve [[H, G^T], [G, 0]] [u; v] = [g; 0] for a batch, tolerating dependent rows of G.
 
-    u lives in the null space N of G (the tangent space of the feasible set): u = N (N^T H N)^-1 N^T g,
-    then v is the min-norm solution of G^T v = g - H u. Returns (u, v, relative residual).
+    u lives in the null space N of G (the tangent space of the feasible set), found from the
+    eigenvectors of G^T G: u = N (N^T H N)^-1 N^T g. v (needed only for gradients w.r.t. constraint
+    matrices) is the min-norm solution of G^T v = g - H u, i.e. v = G (G^T G)^+ (g - H u).
     """
-    B, m, n = G.shape
-    U, S, Vh = torch.linalg.svd(G, full_matrices=True)  # G = U S Vh; Vh (n, n)
-    r = S.shape[-1]
-    keep = S > rcond * S[..., :1]
-    tangent = torch.ones(B, n, dtype=torch.bool, device=G.device)
-    tangent[:, :r] = ~keep
-    W = Vh.transpose(-1, -2)
+    e, V = torch.linalg.eigh(G.transpose(-1, -2) @ G)  # zero eigenvalues span the tangent space
+    tangent = e <= rel_tol * e[..., -1:].clamp_min(torch.finfo(e.dtype).tiny)
     t = tangent.to(H.dtype)
-    Ht = W.transpose(-1, -2) @ H @ W
+    Ht = V.transpose(-1, -2) @ H @ V
     Ht = Ht * t.unsqueeze(-1) * t.unsqueeze(-2) + torch.diag_embed(1.0 - t)
-    y = torch.linalg.solve(Ht, (W.transpose(-1, -2) @ g.unsqueeze(-1)).squeeze(-1) * t)
-    u = (W @ (y * t).unsqueeze(-1)).squeeze(-1)
+    y = torch.linalg.solve(Ht, (V.transpose(-1, -2) @ g.unsqueeze(-1)).squeeze(-1) * t)
+    u = (V @ (y * t).unsqueeze(-1)).squeeze(-1)
+    if not need_v:
+        return u, None
     rhs = g - (H @ u.unsqueeze(-1)).squeeze(-1)
-    Sinv = torch.where(keep, 1.0 / S.clamp_min(torch.finfo(S.dtype).tiny), torch.zeros_like(S))
-    # G^T v = rhs  ->  v = U S^+ Vh rhs
-    v = torch.einsum("bmk,bk,bkn,bn->bm", U[..., :r], Sinv, Vh[..., :r, :], rhs)
-    res = (rhs - (G.transpose(-1, -2) @ v.unsqueeze(-1)).squeeze(-1)).norm(dim=-1)
-    return u, v, res / g.norm(dim=-1).clamp_min(torch.finfo(g.dtype).tiny)
+    einv = torch.where(tangent, torch.zeros_like(e), 1.0 / e.clamp_min(torch.finfo(e.dtype).tiny))
+    w = V @ (einv * (V.transpose(-1, -2) @ rhs.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)
+    return u, (G @ w).squeeze(-1)
 
 
 class _KKTFunction(torch.autograd.Function):
@@ -58,12 +55,15 @@ class _KKTFunction(torch.autograd.Function):
         x, lam, mask, Q, A = ctx.saved_tensors
         H = lagrangian(Q, A, lam)
         G = stationarity_rows(A, x)
-        rcond = 1e-9 if x.dtype == torch.float64 else 1e-5
-        u, v, _ = kkt_adjoint(H, G, grad_x * mask.unsqueeze(-1).to(x.dtype), rcond)
+        rel_tol = 1e-12 if x.dtype == torch.float64 else 1e-6  # on squared singular values
+        need_A = ctx.needs_input_grad[4]
+        u, v = kkt_adjoint(H, G, grad_x * mask.unsqueeze(-1).to(x.dtype), rel_tol, need_v=need_A)
         ux = u.unsqueeze(-1) * x.unsqueeze(-2)
         dQ = -0.5 * (ux + ux.transpose(-1, -2))
-        xx = x.unsqueeze(-1) * x.unsqueeze(-2)
-        dA = lam[..., None, None] * dQ.unsqueeze(1) - 0.5 * v[..., None, None] * xx.unsqueeze(1)
+        dA = None
+        if need_A:
+            xx = x.unsqueeze(-1) * x.unsqueeze(-2)
+            dA = lam[..., None, None] * dQ.unsqueeze(1) - 0.5 * v[..., None, None] * xx.unsqueeze(1)
         return None, None, None, dQ, dA
 
 

@@ -77,24 +77,19 @@ def _check_inputs(src, trg, weights, inv_cov):
     return weights.to(src.dtype), inv_cov.to(src.dtype)
 
 
-def _degenerate_reason(src: Tensor, trg: Tensor, W: Tensor) -> list[str]:
+def _degenerate_reason(src: Tensor, W: Tensor) -> list[str]:
     """Why the pose is not determined by the data ('' when it is): < 3 points, collinear points."""
-    B, N, _ = src.shape
-    active = W.detach().flatten(2).abs().amax(-1) > 0
-    reasons = []
-    for b in range(B):
-        k = int(active[b].sum())
-        if k < 3:
-            reasons.append(f"fewer than 3 points with nonzero weight ({k})")
-            continue
-        P = src[b, active[b]].detach()
-        P = P - P.mean(0)
-        s = torch.linalg.svdvals(P)
-        if s[1] <= 1e-9 * max(float(s[0]), 1e-300):
-            reasons.append("source points are collinear (rotation about their line is free)")
-            continue
-        reasons.append("")
-    return reasons
+    active = (W.detach().flatten(2).abs().amax(-1) > 0).to(src.dtype)
+    count = active.sum(1)
+    mean = (active.unsqueeze(-1) * src.detach()).sum(1) / count.clamp_min(1).unsqueeze(-1)
+    s = torch.linalg.svdvals((src.detach() - mean.unsqueeze(1)) * active.unsqueeze(-1))
+    collinear = s[:, 1] <= 1e-9 * s[:, 0].clamp_min(torch.finfo(src.dtype).tiny)
+    few = count < 3
+    if not bool((few | collinear).any()):
+        return [""] * src.shape[0]
+    return [f"fewer than 3 points with nonzero weight ({int(c)})" if f else
+            "source points are collinear (rotation about their line is free)" if col else ""
+            for c, f, col in zip(count.tolist(), few.tolist(), collinear.tolist())]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,7 +229,7 @@ def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: T
     weights, inv_cov = _check_inputs(src, trg, weights, inv_cov)
     W = weights[..., None, None] * inv_cov
     B = src.shape[0]
-    degenerate = _degenerate_reason(src, trg, W)
+    degenerate = _degenerate_reason(src, W)
 
     # Centre both clouds (weighted by the trace of W): a far origin ruins SDP accuracy and the margin.
     wc = torch.diagonal(W, dim1=-2, dim2=-1).sum(-1).detach()
