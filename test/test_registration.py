@@ -166,3 +166,20 @@ def test_bad_input_raises_value_error(kwargs, msg):
     args.update(kwargs)
     with pytest.raises(ValueError, match=msg):
         register(**args)
+
+
+def test_ransac_rejects_outliers_and_certifies():
+    from sdpr_loc.geometry.registration import ransac
+
+    src, trg, w, W, R, t = stereo_instance(3, 80, 0.5, seed=12)
+    g = torch.Generator().manual_seed(0)
+    out = torch.rand(3, 80, generator=g) < 0.3  # 30% gross outliers
+    trg_bad = torch.where(out.unsqueeze(-1), trg + 5 * torch.randn(3, 80, 3, generator=g, dtype=torch.float64), trg)
+    reg, inl = ransac(src, trg_bad, w, W, generator=g)
+    assert reg.certificate.certified.all(), reg.certificate.reason
+    assert rotation_angle(reg.R, R).max() < 0.01
+    assert (inl & out).sum() <= 2  # hardly any outlier kept
+    clean = register(src, trg, w * (~out).double(), W)
+    assert rotation_angle(reg.R, clean.R).max() < 5e-3
+    # least squares on everything is pulled off by the outliers
+    assert rotation_angle(register(src, trg_bad, w, W).R, R).max() > rotation_angle(reg.R, R).max()

@@ -282,3 +282,49 @@ def _no_certificate(B: int, like: Tensor, why: str) -> Certificate:
                        margin=nan.clone(), gap=nan.clone(), rank_ratio=nan.clone(),
                        multipliers=like.new_zeros(B, 0), method=["none"] * B, residual=nan.clone(),
                        violation=nan.clone(), reason=[why] * B)
+
+
+def ransac(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: Tensor | None = None,
+           threshold: float = 7.81, iterations: int = 128, refine_rounds: int = 2,
+           generator: torch.Generator | None = None, **register_kwargs) -> tuple[Registration, Tensor]:
+    """Robust registration: 3-point SVD hypotheses, Mahalanobis inlier test, certified refit.
+
+    Args:
+        threshold: inlier gate on e^T W e (W = inv_cov; Euclidean squared distance without it).
+            7.81 is the 95% chi-square quantile with 3 degrees of freedom.
+        iterations: hypotheses per item (all items are scored in one batched pass).
+        refine_rounds: certified refit -> re-gate inliers, repeated.
+    Returns:
+        (Registration of the final certified refit on the inliers, inliers (B, N) bool).
+    """
+    weights, inv_cov = _check_inputs(src, trg, weights, inv_cov)
+    B, N, _ = src.shape
+    if N < 3:
+        raise ValueError(f"ransac needs at least 3 matches, got N = {N}")
+    usable = weights > 0
+    with torch.no_grad():
+        # sample 3 distinct usable points per hypothesis (Gumbel top-k on the usable mask)
+        noise = torch.rand(B, iterations, N, generator=generator, dtype=src.dtype).to(src.device)
+        keys = torch.where(usable.unsqueeze(1), noise, torch.full_like(noise, -1.0))
+        idx = keys.topk(3, dim=-1).indices                              # (B, K, 3)
+        take = lambda P: torch.gather(P.unsqueeze(1).expand(B, iterations, N, 3), 2,  # noqa: E731
+                                      idx.unsqueeze(-1).expand(B, iterations, 3, 3))
+        s3, t3 = take(src).reshape(-1, 3, 3), take(trg).reshape(-1, 3, 3)
+        R, t = weighted_svd(s3, t3, torch.ones(B * iterations, 3, dtype=src.dtype, device=src.device))
+        R, t = R.view(B, iterations, 3, 3), t.view(B, iterations, 3)
+        e = trg.unsqueeze(1) - (torch.einsum("bkij,bnj->bkni", R, src) + t.unsqueeze(2))
+        d2 = torch.einsum("bkni,bnij,bknj->bkn", e, inv_cov, e)
+        inl = (d2 < threshold) & usable.unsqueeze(1)
+        score = inl.sum(-1).to(src.dtype) - 1e-9 * torch.where(inl, d2, torch.zeros_like(d2)).sum(-1)
+        inliers = inl.gather(1, score.argmax(1).view(B, 1, 1).expand(B, 1, N)).squeeze(1)
+    reg = None
+    for _ in range(max(1, refine_rounds)):
+        reg = register(src, trg, weights * inliers.to(src.dtype), inv_cov, **register_kwargs)
+        with torch.no_grad():
+            e = trg - (src @ reg.R.detach().transpose(1, 2) + reg.t.detach().unsqueeze(1))
+            new = (torch.einsum("bni,bnij,bnj->bn", e, inv_cov, e) < threshold) & usable
+        grow = new.sum(1) >= 3
+        if bool((new == inliers).all()):
+            break
+        inliers = torch.where(grow.unsqueeze(-1), new, inliers)
+    return reg, inliers
