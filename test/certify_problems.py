@@ -40,7 +40,7 @@ def kabsch_solver(Q, A, b_rhs):
     U = U.clone()
     U[:, :, 2] *= d.unsqueeze(-1)
     C = U @ Vh
-    return torch.cat([torch.ones(B, 1, dtype=Q.dtype), C.transpose(1, 2).reshape(B, 9)], 1)
+    return torch.cat([torch.ones(B, 1, dtype=Q.dtype, device=Q.device), C.transpose(1, 2).reshape(B, 9)], 1)
 
 
 def wahba_instance(B: int, N: int, noise: float, seed: int = 0):

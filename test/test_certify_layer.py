@@ -217,3 +217,40 @@ def test_bad_template_and_params():
     with pytest.raises(ValueError, match="batch size"):
         SDPRLayer(q)(torch.eye(3, dtype=torch.float64).expand(2, 3, 3),
                      torch.eye(3, dtype=torch.float64).expand(3, 3, 3))
+
+
+def test_sdp_policy_keeps_gradient_and_flag():
+    """uncertified='sdp': the item keeps the SDP solution and a gradient, and is still flagged."""
+    n = 5
+    Q = cycle_cost(n)[None].clone().requires_grad_(True)
+    x, cert = SDPRLayer(maxcut_qcqp(n), uncertified="sdp")(Q)
+    assert not cert.certified.any() and cert.method == ["sdp"]
+    x.sum().backward()
+    assert torch.isfinite(Q.grad).all()
+
+
+def test_shared_parametrized_constraint_broadcasts_over_batch():
+    """A single (n, n) parameter matrix is shared by every item of the batch."""
+    qcqp = QCQP(A=torch.diag(torch.tensor([1.0, 0, 0], dtype=torch.float64))[None],
+                b=torch.ones(1, dtype=torch.float64), n_params=1)
+    A = torch.diag(torch.tensor([-1.0, 1.0, 2.0], dtype=torch.float64))  # ellipse z1^2 + 2 z2^2 = 1
+    p = torch.tensor([[2.0, 0.5], [-1.0, 3.0]], dtype=torch.float64)
+    Q = torch.zeros(2, 3, 3, dtype=torch.float64)
+    Q[:, 0, 0] = (p * p).sum(-1)
+    Q[:, 0, 1:] = Q[:, 1:, 0] = -p
+    Q[:, 1:, 1:] = torch.eye(2, dtype=torch.float64)
+    x, cert = SDPRLayer(qcqp)(Q, A)
+    assert cert.certified.all(), cert.reason
+    for i in range(2):
+        ref = _ellipse_projection(np.diag([1.0, 2.0]), p[i].numpy())
+        assert np.abs(x[i, 1:].numpy() - ref).max() < 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_runs_on_cuda():
+    a, b = wahba_instance(4, 10, 0.1, seed=8)
+    Q = wahba_cost(a, b).cuda().requires_grad_(True)
+    x, cert = SDPRLayer(wahba_qcqp(), local_solver=kabsch_solver)(Q)
+    assert x.device.type == "cuda" and cert.certified.all()
+    x.sum().backward()
+    assert Q.grad.device.type == "cuda" and torch.isfinite(Q.grad).all()

@@ -152,9 +152,7 @@ class SDPRLayer(torch.nn.Module):
         todo = (torch.arange(B, device=Q.device) if cert is None
                 else (~cert.certified).nonzero().flatten())
         if len(todo) and (self.use_sdp or cert is None):
-            P = torch.stack(A_params, 1)[todo] if A_params else None
-            if P is not None and P.shape[0] != len(todo):
-                P = P.expand(B, *P.shape[1:])[todo]
+            P = Ad[todo, self.qcqp.m:] if A_params else None  # parametrized constraints, batched
             x_sdp, cert_sdp = solve_and_certify(self.relaxation, Qs[todo], Ad[todo], b, P, tol=tol,
                                                 min_margin=self.min_margin)
             if cert is None:
