@@ -13,6 +13,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sdpr_loc.demo", "run the main demo"),
     "polymin-fit": ("sdpr_loc.examples.polymin_fit", "paper example 1: learn where a polynomial's global minimum is"),
+    "make-bag": ("sdpr_loc.data.make_bag", "render a synthetic stereo drive to a rosbag2 file"),
+    "launch": ("sdpr_loc.nodes.launch_cli", "start the ROS 2 nodes of a launch (pip twin of ros2 launch)"),
+    "play": ("sdpr_loc.nodes.play", "publish a rosbag2's topics at the recorded rate"),
+    "record": ("sdpr_loc.nodes.record", "record ROS 2 topics to a rosbag2 file"),
+    "train": ("sdpr_loc.training.train_cli", "train or fine-tune the keypoint network from rosbags"),
 }
 
 
