@@ -1,0 +1,84 @@
+"""Keypoint front ends by name: ``orb`` (classical, :mod:`sdpr_loc.vision.classical`) or ``network``.
+
+An extractor is ``extract(left, right, camera) -> StereoKeypoints`` (B = 1) on (H, W) float gray
+images in [0, 1]. The network front end imports torch models lazily and loads the checkpoint
+with ``sdpr_loc.training.checkpoint.load_network`` (weights only: a checkpoint cannot run code).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from sdpr_loc.vision.keypoints import StereoKeypoints
+
+__all__ = ["make_extractor", "resolve_device", "default_model_path", "FRONTENDS"]
+
+FRONTENDS = ("orb", "network")
+Extractor = Callable[..., StereoKeypoints]
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; 'cuda' without CUDA is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    return device
+
+
+def default_model_path() -> Path:
+    """The packaged model: the first ``*.pt`` in share/sdpr_loc/models (or the checkout's models/)."""
+    from .params import share_path
+
+    models = sorted(share_path("models").glob("*.pt")) if share_path("models").is_dir() else []
+    if not models:
+        raise ValueError(f"no packaged model in {share_path('models')}; set model_path or use frontend 'orb'")
+    return models[0]
+
+
+def make_extractor(frontend: str = "orb", model_path: str = "", device: str = "auto",
+                   max_keypoints: int = 500, max_disparity: int = 80, sigma_px: float = 0.5,
+                   min_ncc: float = 0.8) -> tuple[Extractor, str]:
+    """(extractor, description) for the named front end; ValueError when it cannot be built."""
+    if frontend == "orb":
+        from sdpr_loc.vision.classical import orb_keypoints
+
+        def extract(left, right, camera) -> StereoKeypoints:
+            return orb_keypoints(left, right, camera, n_features=max_keypoints,
+                                 max_disparity=max_disparity, sigma_px=sigma_px, min_ncc=min_ncc)
+
+        return extract, f"orb ({max_keypoints} features)"
+    if frontend != "network":
+        raise ValueError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
+    import dataclasses
+
+    import torch
+
+    try:
+        from sdpr_loc.training.checkpoint import load_localizer_config, load_network
+        from sdpr_loc.vision.pipeline import LocalizerConfig, extract_keypoints
+    except ImportError as err:
+        raise ValueError(f"the network front end is unavailable in this install: {err}") from err
+    dev = resolve_device(device)
+    path = Path(model_path) if model_path else default_model_path()
+    if not path.is_file():
+        raise ValueError(f"model_path {str(path)!r} does not exist")
+    try:  # weights_only loading: a checkpoint cannot run code
+        network = load_network(str(path), dev)
+        trained = load_localizer_config(str(path))
+    except Exception as err:  # noqa: BLE001 - any failure to load is a start-up error with the path
+        raise ValueError(f"cannot load model {str(path)!r}: {type(err).__name__}: {err}") from err
+    network.eval()
+    # the matching settings the model was trained with; the node's stereo range and pixel noise
+    cfg = dataclasses.replace(trained or LocalizerConfig(), max_disparity=int(max_disparity),
+                              sigma_px=float(sigma_px))
+
+    def extract(left, right, camera) -> StereoKeypoints:
+        with torch.inference_mode():
+            return extract_keypoints(network, left, right, camera, cfg).detach().to("cpu")
+
+    return extract, f"network {path.name} on {dev}"

@@ -1,0 +1,164 @@
+"""The registration node's logic without ROS: odometry and map localization on rendered stereo,
+degenerate frames, and the pose covariance against a finite-difference Hessian."""
+import numpy as np
+import pytest
+import torch
+
+from sdpr_loc.data.maps import build_map
+from sdpr_loc.geometry.se3 import so3_exp
+from sdpr_loc.nodes.synthetic import StereoRoom, default_camera, drive_poses
+from sdpr_loc.nodes.tracker import ERROR, OK, Tracker, TrackerConfig
+from sdpr_loc.vision.classical import orb_keypoints
+from sdpr_loc.vision.keypoints import StereoKeypoints
+
+
+@pytest.fixture(scope="module")
+def drive():
+    room, cam = StereoRoom(seed=2), default_camera()
+    frames = list(room.frames(24, cam))
+    return room, cam, frames, [orb_keypoints(f.left, f.right, cam) for f in frames]
+
+
+def _rel(Ta, Tb):
+    return np.linalg.inv(Ta) @ Tb
+
+
+def _angle_deg(R):
+    return np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
+
+
+def test_odometry_tracks_ground_truth(drive):
+    _, _, frames, kps = drive
+    tr = Tracker(TrackerConfig(mode="odometry"), initial_pose=frames[0].pose)
+    first = tr.process(kps[0], frames[0].stamp_ns)
+    assert first.level == OK and first.new_keyframe and first.T is None and not first.certified
+    errs, new_kf = [], 0
+    for f, kp in zip(frames[1:], kps[1:]):
+        r = tr.process(kp, f.stamp_ns)
+        assert r.level == OK and r.certified, r.reason
+        assert r.inliers >= 50 and r.margin > 0 and abs(r.gap) < 1e-6
+        C = r.covariance
+        assert np.allclose(C, C.T) and np.linalg.eigvalsh(C).min() > 0
+        errs.append(np.linalg.norm(r.T[:3, 3] - f.pose[:3, 3]))
+        new_kf += r.new_keyframe
+    travelled = np.linalg.norm(frames[-1].pose[:3, 3] - frames[0].pose[:3, 3])
+    assert max(errs) < 0.03 * travelled + 0.02
+    assert new_kf >= 3                                    # 4.6 m with a keyframe every metre
+    assert _angle_deg(_rel(r.T, frames[-1].pose)[:3, :3]) < 1.0
+
+
+def test_map_mode_localizes_a_different_drive_at_night(drive):
+    room, cam, frames, _ = drive
+    kmap = build_map(iter(frames), orb_keypoints, every_m=1.0, frontend="orb")
+    tr = Tracker(TrackerConfig(mode="map"), kmap)
+    poses = drive_poses(16, step_m=0.25, lateral=0.3, phase=0.6)
+    rng = np.random.default_rng(0)
+    results = []
+    for f in room.frames(16, cam, poses=poses, gain=0.55, noise=0.01, rng=rng):
+        r = tr.process(orb_keypoints(f.left, f.right, cam), f.stamp_ns)
+        results.append(r)
+        assert r.certified, r.reason
+        assert np.linalg.norm(r.T[:3, 3] - f.pose[:3, 3]) < 0.06
+        assert _angle_deg(_rel(r.T, f.pose)[:3, :3]) < 1.0
+    assert "relocalized" in results[0].reason                    # no prior: place signature
+    assert len({r.keyframe for r in results}) >= 3               # follows the keyframes along
+
+
+def _empty(D=256):
+    z = torch.zeros
+    return StereoKeypoints(uv=z(1, 0, 2), disparity=z(1, 0), points=z(1, 0, 3), inv_cov=z(1, 0, 3, 3),
+                           scores=z(1, 0), descriptors=z(1, 0, D), valid=z(1, 0, dtype=torch.bool))
+
+
+def test_degenerate_frames_are_never_certified(drive):
+    _, cam, frames, kps = drive
+    tr = Tracker(TrackerConfig(mode="odometry"))
+    tr.process(kps[0], 1)
+    r = tr.process(_empty(), 2)                                         # black frame
+    assert r.level == ERROR and r.T is None and not r.certified and "keypoints" in r.reason
+    same = orb_keypoints(frames[3].left, frames[3].left, cam)           # left == right
+    r = tr.process(same, 3)
+    assert r.level == ERROR and not r.certified
+    # keypoints all on one line: rotation about it is free
+    K = 40
+    s = torch.linspace(0, 1, K)
+    pts = torch.stack([s, 0.5 * s, 5 + s], -1)[None]
+    desc = torch.eye(K)[None]
+    line = StereoKeypoints(uv=torch.zeros(1, K, 2), disparity=torch.ones(1, K), points=pts,
+                           inv_cov=torch.eye(3).expand(1, K, 3, 3).clone() * 100, scores=torch.ones(1, K),
+                           descriptors=desc, valid=torch.ones(1, K, dtype=torch.bool))
+    t2 = Tracker(TrackerConfig(mode="odometry"))
+    t2.process(line, 1)
+    r = t2.process(line, 2)
+    assert not r.certified and r.level != OK and ("collinear" in r.reason or "not unique" in r.reason)
+
+
+def test_repeated_identical_frame_is_zero_motion(drive):
+    _, _, _, kps = drive
+    tr = Tracker(TrackerConfig(mode="odometry"))
+    tr.process(kps[5], 1)
+    r = tr.process(kps[5], 2)
+    assert r.certified and np.allclose(r.T, np.eye(4), atol=1e-6)
+
+
+def test_descriptor_mismatch_with_map(drive):
+    _, _, frames, _ = drive
+    kmap = build_map(iter(frames[:3]), orb_keypoints, every_m=1.0, frontend="orb")
+    tr = Tracker(TrackerConfig(mode="map"), kmap)
+    K = 30
+    other = StereoKeypoints(uv=torch.zeros(1, K, 2), disparity=torch.ones(1, K), points=torch.rand(1, K, 3) + 2,
+                            inv_cov=torch.eye(3).expand(1, K, 3, 3).clone(), scores=torch.ones(1, K),
+                            descriptors=torch.nn.functional.normalize(torch.randn(1, K, 64), dim=-1),
+                            valid=torch.ones(1, K, dtype=torch.bool))
+    r = tr.process(other, 1)
+    assert r.level == ERROR and "descriptor length" in r.reason and not r.certified
+    with pytest.raises(ValueError, match="map"):
+        Tracker(TrackerConfig(mode="map"), None)
+
+
+def test_covariance_is_the_inverse_half_hessian():
+    """cov = (H/2)^-1 with H the finite-difference Hessian of the cost in (position, rotation)."""
+    g = torch.Generator().manual_seed(4)
+    K = 60
+    src = (torch.rand(K, 3, generator=g, dtype=torch.float64) * torch.tensor([8, 4, 10.0]) +
+           torch.tensor([-4, -2, 3.0]))
+    A = torch.randn(K, 3, 3, generator=g, dtype=torch.float64)
+    S_src = A @ A.transpose(1, 2) * 1e-3 + torch.eye(3, dtype=torch.float64) * 1e-4
+    B = torch.randn(K, 3, 3, generator=g, dtype=torch.float64)
+    S_trg = B @ B.transpose(1, 2) * 1e-3 + torch.eye(3, dtype=torch.float64) * 1e-4
+    R = so3_exp(torch.tensor([[0.0, 0.004, 0.002]], dtype=torch.float64))[0]   # < 1 degree
+    t = torch.tensor([0.1, -0.05, 0.3], dtype=torch.float64)
+    trg = src @ R.T + t + 1e-3 * torch.randn(K, 3, generator=g, dtype=torch.float64)
+    desc = torch.eye(K, dtype=torch.float32)[None]
+
+    def kp(P, S):
+        return StereoKeypoints(uv=torch.zeros(1, K, 2), disparity=torch.ones(1, K), points=P[None].float(),
+                               inv_cov=torch.linalg.inv(S)[None].float(), scores=torch.ones(1, K),
+                               descriptors=desc, valid=torch.ones(1, K, dtype=torch.bool))
+
+    tr = Tracker(TrackerConfig(mode="odometry", min_inliers=10, ransac_threshold=1000.0))
+    tr.process(kp(trg, S_trg), 1)
+    r = tr.process(kp(src, S_src), 2)
+    assert r.certified and r.inliers == K
+    # the tracker works from the float32 message values: so does the reference
+    P_s = src.float().double().numpy()
+    P_t = trg.float().double().numpy()
+    Ss = np.linalg.inv(torch.linalg.inv(S_src).float().double().numpy())
+    St = np.linalg.inv(torch.linalg.inv(S_trg).float().double().numpy())
+    W = np.linalg.inv(St + Ss)
+    T0 = r.T
+
+    def cost(d):
+        Rp = so3_exp(torch.tensor(d[3:])[None])[0].numpy() @ T0[:3, :3]
+        tp = T0[:3, 3] + d[:3]
+        e = P_t - P_s @ Rp.T - tp
+        return float(np.einsum("ni,nij,nj->", e, W, e))
+
+    h = 1e-4
+    H = np.zeros((6, 6))
+    for i in range(6):
+        for j in range(6):
+            ei, ej = np.eye(6)[i] * h, np.eye(6)[j] * h
+            H[i, j] = (cost(ei + ej) - cost(ei - ej) - cost(-ei + ej) + cost(-ei - ej)) / (4 * h * h)
+    ref = np.linalg.inv(H / 2)
+    assert np.allclose(r.covariance, ref, rtol=0.05, atol=1e-3 * np.abs(ref).max())
