@@ -89,7 +89,7 @@ def main() -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     from sdpr_loc.nodes import bringup, launch_cli
-    from sdpr_loc.nodes.frontend import make_extractor
+    from sdpr_loc.vision.frontend import make_extractor
     from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
     from sdpr_loc.nodes.synthetic import default_camera
 

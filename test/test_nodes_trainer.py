@@ -136,7 +136,7 @@ def test_project_trainer_adapter_and_network_frontend(tmp_path):
     import numpy as np
 
     from sdpr_loc.data.bags import write_stereo_bag
-    from sdpr_loc.nodes.frontend import make_extractor
+    from sdpr_loc.vision.frontend import make_extractor
     from sdpr_loc.nodes.params import config_path, load_defaults
     from sdpr_loc.nodes.synthetic import StereoRoom, default_camera, drive_poses
     from sdpr_loc.nodes.trainer_node import project_train

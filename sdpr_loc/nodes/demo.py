@@ -54,7 +54,7 @@ def _bag(out: Path, world: int, route: str, condition: str, frames: int) -> Path
 def _frontend(args) -> tuple[str, str]:
     if args.frontend != "auto":
         return args.frontend, args.model
-    from sdpr_loc.nodes.frontend import default_model_path
+    from sdpr_loc.vision.frontend import default_model_path
 
     if args.model:
         return "network", args.model
@@ -67,7 +67,7 @@ def _frontend(args) -> tuple[str, str]:
 def _map(out: Path, teach: Path, frontend: str, model: str, every_m: float) -> Path:
     from sdpr_loc.data.bags import StereoBag
     from sdpr_loc.data.maps import build_map
-    from sdpr_loc.nodes.frontend import make_extractor
+    from sdpr_loc.vision.frontend import make_extractor
 
     tag = frontend if frontend == "orb" else f"net_{Path(model).stem}"
     path = out / f"{teach.stem}_{tag}.npz"

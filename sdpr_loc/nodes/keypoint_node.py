@@ -59,7 +59,7 @@ class KeypointNode(Node):
 
             torch.set_num_threads(int(p["torch_threads"]))
         if extractor is None:
-            from .frontend import make_extractor
+            from sdpr_loc.vision.frontend import make_extractor
 
             extractor, what = make_extractor(p["frontend"], p["model_path"], p["device"],
                                              int(p["max_keypoints"]), int(p["max_disparity"]),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sdpr_loc.resources import share_path
+
 __all__ = ["Spec", "SPECS", "config_path", "share_path", "load_defaults", "declare"]
 
 PACKAGE = "sdpr_loc"
@@ -105,22 +107,6 @@ SPECS: dict[str, tuple[Spec, ...]] = {
 # ------------------------------------------------------------------------------------------------
 # files
 # ------------------------------------------------------------------------------------------------
-def share_path(*parts: str) -> Path:
-    """A file of the package's share directory: the source checkout when running from one,
-    else the installed ``share/sdpr_loc`` (colcon or pip, found through the ament index)."""
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "package.xml").is_file() and (repo / parts[0]).exists():
-        return repo.joinpath(*parts)
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory(PACKAGE)).joinpath(*parts)
-    except Exception:  # noqa: BLE001 - not installed with an ament index: use the venv prefix
-        import sys
-
-        return Path(sys.prefix, "share", PACKAGE, *parts)
-
-
 def config_path(name: str = "localize.yaml") -> Path:
     """config/<name> of the package (localize.yaml: node parameters; train.yaml: training)."""
     return share_path("config", name)

@@ -6,9 +6,10 @@ ints / floats / strings / bools, as ROS parameters must be.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from sdpr_loc.resources import share_path
 from typing import Any, Mapping
 
 import yaml
@@ -151,17 +152,10 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 def default_config_path() -> Path:
     """config/train.yaml of the source tree, or the installed share/sdpr_loc/config copy."""
-    here = Path(__file__).resolve().parents[2] / "config" / "train.yaml"
-    candidates = [here, Path(sys.prefix) / "share" / "sdpr_loc" / "config" / "train.yaml"]
-    try:  # a sourced ROS 2 workspace
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory("sdpr_loc")) / "config" / "train.yaml")
-    except Exception:  # noqa: BLE001 (not installed / not found: fall through)
-        pass
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(f"config/train.yaml not found (looked in {[str(c) for c in candidates]})")
+    path = share_path("config", "train.yaml")
+    if not path.is_file():
+        raise FileNotFoundError(f"config/train.yaml not found (looked for {path})")
+    return path
 
 
 def load_params(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Params:

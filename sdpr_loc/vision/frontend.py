@@ -32,7 +32,7 @@ def resolve_device(device: str) -> str:
 
 def default_model_path() -> Path:
     """The packaged model: the first ``*.pt`` in share/sdpr_loc/models (or the checkout's models/)."""
-    from .params import share_path
+    from sdpr_loc.resources import share_path
 
     models = sorted(share_path("models").glob("*.pt")) if share_path("models").is_dir() else []
     if not models:
