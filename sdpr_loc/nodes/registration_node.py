@@ -10,7 +10,7 @@ Publishes, stamped like the keypoints (i.e. like the images):
   T_parent_camera of the left optical frame (parent: ``map_frame`` or ``odom_frame``); its
   covariance is the inverse Gauss-Newton Hessian of the registration cost at the optimum.
 
-The logic is :class:`sdpr_loc.nodes.tracker.Tracker`; this class moves messages in and out and
+The logic is :class:`sdpr_loc.vision.tracker.Tracker`; this class moves messages in and out and
 keeps the work in a worker thread.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sensor_msgs.msg import PointCloud2
 from . import convert, pointcloud
 from .params import declare
 from .runtime import Worker, run
-from .tracker import ERROR, WARN, Tracker, TrackerConfig, TrackResult
+from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackerConfig, TrackResult
 
 NAME = "registration_node"
 __all__ = ["RegistrationNode", "main"]

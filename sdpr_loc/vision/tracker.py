@@ -50,6 +50,7 @@ class TrackerConfig:
     keyframe_angle: float = 10.0        # deg
     max_lost: int = 5                   # odometry: frames without a pose before re-seeding
     map_candidates: int = 3             # map: keyframes tried per frame
+    registration: str = "certified"     # "certified", or "svd" (Horn baseline: never certified)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,6 +58,8 @@ class TrackerConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not 0 < self.match_ratio <= 1:
             raise ValueError(f"match_ratio must be in (0, 1], got {self.match_ratio}")
+        if self.registration not in ("certified", "svd"):
+            raise ValueError(f"registration must be 'certified' or 'svd', got {self.registration!r}")
         if self.min_inliers < 3 or self.min_matches < self.min_inliers:
             raise ValueError("need 3 <= min_inliers <= min_matches")
 
@@ -71,6 +74,7 @@ class TrackResult:
     T: np.ndarray | None = None
     covariance: np.ndarray | None = None     # (6, 6): x y z rotX rotY rotZ
     certified: bool = False
+    trusted: bool = False                    # certified, or (svd baseline) enough inliers
     keypoints: int = 0
     matches: int = 0
     inliers: int = 0
@@ -186,7 +190,7 @@ class Tracker:
             return TrackResult(stamp_ns=stamp_ns, level=WARN if restart else OK, reason=why,
                                 keypoints=len(P), new_keyframe=True)
         res = self._register(P, sigma, desc, self.keyframe, stamp_ns)
-        if res.T is None or not res.certified:
+        if res.T is None or not res.trusted:
             return res
         self.last_T = res.T
         rel = np.linalg.inv(self.keyframe.T) @ res.T
@@ -223,11 +227,11 @@ class Tracker:
         best = None
         for i in order:
             res = self._register(P, sigma, desc, self._map_keyframe(int(i)), stamp_ns)
-            if best is None or (res.certified, res.inliers) > (best.certified, best.inliers):
+            if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
                 best = res
-            if res.certified and res.inliers >= 3 * cfg.min_inliers:
+            if res.trusted and res.inliers >= 3 * cfg.min_inliers:
                 break
-        if best.T is not None and best.certified:
+        if best.T is not None and best.trusted:
             self.last_T = best.T
         if not tracking:
             best.reason = (best.reason + "; " if best.reason else "") + "relocalized by place signature"
@@ -258,12 +262,13 @@ class Tracker:
         T = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]  # noqa: E731
         try:
             reg, inl = ransac(T(src), T(trg), inv_cov=T(W0), threshold=cfg.ransac_threshold,
-                              iterations=cfg.ransac_iterations, generator=self._gen)
+                              iterations=cfg.ransac_iterations, generator=self._gen, method=cfg.registration)
             R = reg.R[0].numpy()
             if _angle_deg(R) > 1.0:  # re-weight with the source covariance rotated into place
                 W = np.linalg.inv(S_trg + R @ S_src @ R.T)
                 init = reg.T.detach()
-                reg = register(T(src), T(trg), weights=inl.to(torch.float64), inv_cov=T(W), init=init)
+                reg = register(T(src), T(trg), weights=inl.to(torch.float64), inv_cov=T(W), init=init,
+                               method=cfg.registration)
             else:
                 W = W0
         except (ValueError, RuntimeError, torch.linalg.LinAlgError) as err:
@@ -293,6 +298,7 @@ class Tracker:
         G[:3, 3:] = -_hat(T_par[:3, 3])      # left twist -> (position, fixed-axis rotation)
         cov = G @ cov_left @ G.T
         certified = bool(cert.certified[0]) and ni >= cfg.min_inliers
+        trusted = certified or (cfg.registration != "certified" and ni >= cfg.min_inliers)
         reason = str(cert.reason[0]) if cert.reason else ""
         if ni < cfg.min_inliers:
             level, reason = ERROR, f"too few inliers ({ni} < {cfg.min_inliers})"
@@ -300,13 +306,13 @@ class Tracker:
             level, reason = WARN, f"not certified: {reason or 'certificate failed'}"
         else:
             level = OK
-        if certified:
+        if trusted:
             self.lost = 0
         else:
             self.lost += 1
         f = lambda x: float(x[0]) if x is not None else float("nan")  # noqa: E731
         return TrackResult(stamp_ns=stamp_ns, level=level, reason=reason, T=T_par, covariance=cov,
-                            certified=certified, keypoints=n, matches=nm, inliers=ni, keyframe=kf.index,
+                            certified=certified, trusted=trusted, keypoints=n, matches=nm, inliers=ni, keyframe=kf.index,
                             min_eig=f(cert.min_eig), margin=f(cert.margin), gap=f(cert.gap),
                             method=str(cert.method[0]) if cert.method else "none", solve_ms=solve_ms,
                             extra={"cov_left": cov_left})

@@ -7,7 +7,7 @@ import torch
 from sdpr_loc.data.maps import build_map
 from sdpr_loc.geometry.se3 import so3_exp
 from sdpr_loc.nodes.synthetic import StereoRoom, default_camera, drive_poses
-from sdpr_loc.nodes.tracker import ERROR, OK, Tracker, TrackerConfig
+from sdpr_loc.vision.tracker import ERROR, OK, Tracker, TrackerConfig
 from sdpr_loc.vision.classical import orb_keypoints
 from sdpr_loc.vision.keypoints import StereoKeypoints
 
