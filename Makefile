@@ -8,7 +8,7 @@ ROS_WHEELS := 'ros-rclpy[fastrtps]' ros-sensor-msgs ros-geometry-msgs ros-stereo
 STAMP := $(VENV)/.setup-done
 export AMENT_PREFIX_PATH := $(abspath $(VENV)):$(AMENT_PREFIX_PATH)
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench model clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/sdpr-loc demo
+
+model: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH bash models/recipe.sh runs/model
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "play": ("sdpr_loc.nodes.play", "publish a rosbag2's topics at the recorded rate"),
     "record": ("sdpr_loc.nodes.record", "record ROS 2 topics to a rosbag2 file"),
     "train": ("sdpr_loc.training.train_cli", "train or fine-tune the keypoint network from rosbags"),
+    "build-map": ("sdpr_loc.evaluation.build_map_cli", "keyframe map of a teach drive"),
+    "eval": ("sdpr_loc.evaluation.eval_cli", "localize a repeat drive against a map; table, CSV, PNG"),
 }
 
 

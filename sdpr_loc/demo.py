@@ -1,14 +1,20 @@
-"""`sdpr-loc demo`: the main job (for now the paper's first example; the ROS pipeline replaces it)."""
+"""`sdpr-loc demo` (what `make demo` runs): night localization against a day map, over DDS.
+
+Renders a day teach drive and a night repeat drive of a synthetic town, builds the keyframe map with
+the packaged keypoint model, starts the keypoint and registration nodes as separate ROS 2 processes,
+plays the night drive, records the certified poses, and prints a summary with a trajectory PNG.
+The paper's polynomial example is `sdpr-loc polymin-fit`.
+"""
 from __future__ import annotations
 
 import argparse
 
-from sdpr_loc.examples import polymin_fit
+from sdpr_loc.nodes import demo as ros_demo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    polymin_fit.add_arguments(parser)
+    ros_demo.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    return polymin_fit.run(args)
+    return ros_demo.run(args)

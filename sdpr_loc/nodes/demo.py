@@ -65,21 +65,17 @@ def _frontend(args) -> tuple[str, str]:
 
 
 def _map(out: Path, teach: Path, frontend: str, model: str, every_m: float) -> Path:
-    from sdpr_loc.data.bags import StereoBag
-    from sdpr_loc.data.maps import build_map
-    from sdpr_loc.vision.frontend import make_extractor
+    from sdpr_loc.evaluation.build_map_cli import build
 
     tag = frontend if frontend == "orb" else f"net_{Path(model).stem}"
     path = out / f"{teach.stem}_{tag}.npz"
     if path.exists() and path.stat().st_mtime >= teach.stat().st_mtime and (
             not model or path.stat().st_mtime >= Path(model).stat().st_mtime):
         return path
-    extract, what = make_extractor(frontend, model, "auto")
     t0 = time.perf_counter()
-    with StereoBag(teach) as bag:
-        kmap = build_map(iter(bag), extract, every_m=every_m, frontend=frontend)
+    kmap = build(teach, frontend, model, every_m=every_m, progress=False)
     kmap.save(path)
-    print(f"map {path.name}: {len(kmap)} keyframes ({what}) in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"map {path.name}: {len(kmap)} keyframes ({frontend}) in {time.perf_counter() - t0:.0f} s", flush=True)
     return path
 
 

@@ -50,7 +50,8 @@ class TrackerConfig:
     keyframe_angle: float = 10.0        # deg
     max_lost: int = 5                   # odometry: frames without a pose before re-seeding
     map_candidates: int = 3             # map: keyframes tried per frame
-    registration: str = "certified"     # "certified", or "svd" (Horn baseline: never certified)
+    registration: str = "certified"     # "certified"; baselines (never certified): "svd" (Horn),
+                                        # "local" (Horn init + Gauss-Newton with the stereo covariances)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,8 +59,8 @@ class TrackerConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not 0 < self.match_ratio <= 1:
             raise ValueError(f"match_ratio must be in (0, 1], got {self.match_ratio}")
-        if self.registration not in ("certified", "svd"):
-            raise ValueError(f"registration must be 'certified' or 'svd', got {self.registration!r}")
+        if self.registration not in ("certified", "svd", "local"):
+            raise ValueError(f"registration must be 'certified', 'svd' or 'local', got {self.registration!r}")
         if self.min_inliers < 3 or self.min_matches < self.min_inliers:
             raise ValueError("need 3 <= min_inliers <= min_matches")
 
@@ -74,7 +75,7 @@ class TrackResult:
     T: np.ndarray | None = None
     covariance: np.ndarray | None = None     # (6, 6): x y z rotX rotY rotZ
     certified: bool = False
-    trusted: bool = False                    # certified, or (svd baseline) enough inliers
+    trusted: bool = False                    # certified, or (baselines) enough inliers
     keypoints: int = 0
     matches: int = 0
     inliers: int = 0

@@ -1,0 +1,58 @@
+"""`sdpr-loc eval`: localize a repeat drive against a map with each method; table, CSV and PNG."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .localize import METHODS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--map", required=True, type=Path, help="map of the teach drive (sdpr-loc build-map)")
+    parser.add_argument("--repeat", required=True, type=Path, help="repeat drive with ground truth")
+    parser.add_argument("--methods", default="learned-certified,learned-svd,orb-ransac",
+                        help=f"comma list from {', '.join(METHODS)}")
+    parser.add_argument("--teach", type=Path, help="teach drive, to build the ORB map for orb-ransac")
+    parser.add_argument("--orb-map", type=Path, help="ORB map (instead of building one from --teach)")
+    parser.add_argument("--model", default="", help="network checkpoint (default: the packaged model)")
+    parser.add_argument("--out", type=Path, default=Path("out/eval"), help="folder for CSV and PNG")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sdpr_loc.data.bags import StereoBag
+    from sdpr_loc.data.maps import KeyframeMap
+
+    from .build_map_cli import build
+    from .localize import check_method, run_method
+    from .report import plot, summarize, table, write_csv
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        check_method(m)
+    maps = {"network": KeyframeMap.load(args.map)}
+    if any(METHODS[m][0] == "orb" for m in methods):
+        if args.orb_map:
+            maps["orb"] = KeyframeMap.load(args.orb_map)
+        elif maps["network"].frontend == "orb":
+            maps["orb"] = maps["network"]
+        elif args.teach:
+            maps["orb"] = build(args.teach, "orb")
+        else:
+            raise SystemExit("orb-ransac needs an ORB map: pass --teach (to build one) or --orb-map")
+    per_frame = {}
+    with StereoBag(args.repeat) as bag:
+        for m in methods:
+            with tqdm(total=len(bag), desc=m, unit="frame") as bar:
+                per_frame[m] = run_method(m, maps[METHODS[m][0]], bag, model_path=args.model,
+                                          device=args.device, progress=bar)
+    rows = [summarize(m, r) for m, r in per_frame.items()]
+    print(table(rows))
+    csv_path, frames_csv = write_csv(args.out / "eval.csv", rows, per_frame)
+    any_map = next(iter(maps.values()))
+    png = plot(args.out / "eval.png", per_frame, any_map.poses[:, :2, 3],
+               title=f"{args.repeat.name} vs map {args.map.name}")
+    print(f"wrote {csv_path}, {frames_csv}, {png}")
+    return 0

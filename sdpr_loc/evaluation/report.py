@@ -1,0 +1,103 @@
+"""Metrics, CSV and plots of an evaluation run."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .localize import FrameResult
+
+SUCCESS_M, SUCCESS_DEG = 0.25, 2.0
+COLUMNS = ("method", "frames", "success_rate", "localized_rate", "certified_rate",
+           "certified_of_localized", "median_trans_m", "p90_trans_m", "median_rot_deg", "p90_rot_deg",
+           "ms_per_frame")
+
+
+def summarize(name: str, results: list[FrameResult]) -> dict:
+    """Success (< 0.25 m and < 2 deg) over ALL frames; error percentiles over localized frames."""
+    n = len(results)
+    err = np.array([r.errors() for r in results]).reshape(-1, 2)
+    loc = np.array([r.localized for r in results], dtype=bool)
+    cert = np.array([r.certified for r in results], dtype=bool)
+    ok = loc & (err[:, 0] < SUCCESS_M) & (err[:, 1] < SUCCESS_DEG)
+    pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
+    return {
+        "method": name, "frames": n,
+        "success_rate": float(ok.mean()) if n else float("nan"),
+        "localized_rate": float(loc.mean()) if n else float("nan"),
+        "certified_rate": float(cert.mean()) if n else float("nan"),
+        "certified_of_localized": float(cert[loc].mean()) if loc.any() else float("nan"),
+        "median_trans_m": pct(err[loc, 0], 50), "p90_trans_m": pct(err[loc, 0], 90),
+        "median_rot_deg": pct(err[loc, 1], 50), "p90_rot_deg": pct(err[loc, 1], 90),
+        "ms_per_frame": float(np.mean([r.ms for r in results])) if n else float("nan"),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'method':18s} {'frames':>6s} {'success':>8s} {'localized':>9s} {'certified':>9s} "
+            f"{'med t [m]':>9s} {'p90 t [m]':>9s} {'med r [deg]':>11s} {'p90 r [deg]':>11s} {'ms/frame':>8s}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['method']:18s} {r['frames']:6d} {100 * r['success_rate']:7.1f}% "
+                     f"{100 * r['localized_rate']:8.1f}% {100 * r['certified_rate']:8.1f}% "
+                     f"{r['median_trans_m']:9.3f} {r['p90_trans_m']:9.3f} {r['median_rot_deg']:11.3f} "
+                     f"{r['p90_rot_deg']:11.3f} {r['ms_per_frame']:8.1f}")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict], per_frame: dict[str, list[FrameResult]]) -> tuple[Path, Path]:
+    """<path> (one row per method) and <path stem>_frames.csv (one row per frame and method)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    frames_path = path.with_name(path.stem + "_frames.csv")
+    with open(frames_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["method", "stamp_ns", "localized", "certified", "inliers", "trans_err_m", "rot_err_deg",
+                    "x", "y", "z", "gt_x", "gt_y", "gt_z", "ms", "reason"])
+        for name, results in per_frame.items():
+            for r in results:
+                et, er = r.errors()
+                p = r.T[:3, 3] if r.T is not None else [float("nan")] * 3
+                w.writerow([name, r.stamp_ns, int(r.localized), int(r.certified), r.inliers, et, er, *p,
+                            *r.T_gt[:3, 3], f"{r.ms:.2f}", r.reason])
+    return path, frames_path
+
+
+def plot(path: Path, per_frame: dict[str, list[FrameResult]], map_xy: np.ndarray | None = None,
+         title: str = "") -> Path:
+    """Top-down trajectories (world x-y: the synthetic worlds are z-up) and error over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(13, 5))
+    first = next(iter(per_frame.values()))
+    gt = np.array([r.T_gt[:3, 3] for r in first])
+    if map_xy is not None and len(map_xy):
+        ax[0].plot(map_xy[:, 0], map_xy[:, 1], "s", color="0.7", ms=4, label="map keyframes (teach)")
+    ax[0].plot(gt[:, 0], gt[:, 1], "k-", lw=1.5, label="repeat ground truth")
+    for k, (name, results) in enumerate(per_frame.items()):
+        est = np.array([r.T[:3, 3] for r in results if r.T is not None]).reshape(-1, 3)
+        ax[0].plot(est[:, 0], est[:, 1], ".", ms=5, color=f"C{k}", label=name)
+        t = np.arange(len(results))
+        et = np.array([min(r.errors()[0], 10.0) for r in results])
+        ax[1].semilogy(t, np.maximum(et, 1e-4), ".-", ms=3, lw=0.8, color=f"C{k}", label=name)
+    ax[0].set_xlabel("x [m]"); ax[0].set_ylabel("y [m]"); ax[0].axis("equal"); ax[0].legend(fontsize=8)
+    ax[0].set_title("top-down trajectories")
+    ax[1].axhline(SUCCESS_M, color="k", ls=":", lw=1, label="success threshold 0.25 m")
+    ax[1].set_xlabel("repeat frame"); ax[1].set_ylabel("translation error [m] (10 m = not localized)")
+    ax[1].legend(fontsize=8); ax[1].set_title("error over time")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
