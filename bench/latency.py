@@ -41,7 +41,7 @@ def _frames(n_unique: int, total: int, cam):
 
 
 def _inprocess(frames, cam, n: int, extract) -> np.ndarray:
-    from sdpr_loc.nodes.tracker import Tracker, TrackerConfig
+    from sdpr_loc.vision.tracker import Tracker, TrackerConfig
 
     tr = Tracker(TrackerConfig())
     ms = []
