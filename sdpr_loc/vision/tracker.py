@@ -230,7 +230,9 @@ class Tracker:
             res = self._register(P, sigma, desc, self._map_keyframe(int(i)), stamp_ns)
             if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
                 best = res
-            if res.trusted and res.inliers >= 3 * cfg.min_inliers:
+            # stop early only on an overwhelming consensus: a nearby keyframe that merely passes can
+            # be beaten by one that sees the same scene better (more inliers, smaller error)
+            if res.trusted and res.inliers >= 0.8 * len(P):
                 break
         if best.T is not None and best.trusted:
             self.last_T = best.T
