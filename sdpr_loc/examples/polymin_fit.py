@@ -81,7 +81,7 @@ def run_fit(steps: int = 2000, lr: float = 1e-2, log_every: int = 250, quiet: bo
         x_loc = x_l.detach()
         l_l = loss_fn(c_loc, x_l)
         hist["loss_sdp"].append(float(l_s.detach())); hist["loss_loc"].append(float(l_l.detach()))
-        hist["x_sdp"].append(float(x_s[0])); hist["x_loc"].append(float(x_l))
+        hist["x_sdp"].append(float(x_s[0].detach())); hist["x_loc"].append(float(x_l.detach()))
         hist["x_loc_global"].append(true_global_min(c_loc.detach().numpy()))
         xg = torch.tensor(hist["x_loc_global"][-1], dtype=torch.float64)
         hist["loss_loc_true"].append(float(loss_fn(c_loc.detach(), xg)))
