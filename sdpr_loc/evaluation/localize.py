@@ -7,7 +7,8 @@ Methods (front end + pose block):
                      Gauss-Newton refinement with the stereo covariances on the inliers
 
 Each frame is matched against the keyframes nearest the previous accepted pose (the first frame's
-prior is its ground truth), as a vehicle repeating a taught route would.
+prior is its ground truth), as a vehicle repeating a taught route would; offline, every candidate
+keyframe is tried and the registration with the most inliers is kept.
 """
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str =
                          f"{kmap.frontend!r}")
     extract, _ = make_extractor(frontend, model_path=model_path, device=device)
     base = tracker_config or TrackerConfig()
-    tracker = Tracker(TrackerConfig(**{**base.__dict__, "mode": "map", "registration": registration}), kmap)
+    # offline: every method tries all candidate keyframes and keeps the best (same search for all)
+    tracker = Tracker(TrackerConfig(**{**base.__dict__, "mode": "map", "registration": registration,
+                                       "exhaustive": True}), kmap)
     out: list[FrameResult] = []
     for i, fr in enumerate(frames):
         if fr.pose is None:

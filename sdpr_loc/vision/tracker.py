@@ -50,6 +50,8 @@ class TrackerConfig:
     keyframe_angle: float = 10.0        # deg
     max_lost: int = 5                   # odometry: frames without a pose before re-seeding
     map_candidates: int = 3             # map: keyframes tried per frame
+    exhaustive: bool = False            # map: try every candidate keyframe, keep the most inliers
+                                        # (offline evaluation); False stops at the first good one
     registration: str = "certified"     # "certified"; baselines (never certified): "svd" (Horn),
                                         # "local" (Horn init + Gauss-Newton with the stereo covariances)
     seed: int = 0
@@ -230,9 +232,7 @@ class Tracker:
             res = self._register(P, sigma, desc, self._map_keyframe(int(i)), stamp_ns)
             if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
                 best = res
-            # stop early only on an overwhelming consensus: a nearby keyframe that merely passes can
-            # be beaten by one that sees the same scene better (more inliers, smaller error)
-            if res.trusted and res.inliers >= 0.8 * len(P):
+            if res.trusted and res.inliers >= 3 * cfg.min_inliers and not cfg.exhaustive:
                 break
         if best.T is not None and best.trusted:
             self.last_T = best.T
