@@ -172,9 +172,12 @@ def test_bad_parameter_exits_with_the_reason():
 
 
 def test_sigterm_shuts_a_node_down_cleanly(probe):
-    p = _node_process("sdpr_loc.nodes.registration_node")
+    # a unique node name: earlier tests' nodes may still be visible in the DDS graph for a moment
+    name = f"sigterm_probe_{os.getpid()}"
+    p = _node_process("sdpr_loc.nodes.registration_node", "-r", f"__node:={name}")
     try:
-        _wait(lambda: probe.count_publishers("/certificate") > 0 or p.poll() is not None, 60, "the node")
+        _wait(lambda: name in probe.get_node_names() or p.poll() is not None, 60, "the node")
+        time.sleep(0.5)  # let it reach its spin loop
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=20)
     finally:
