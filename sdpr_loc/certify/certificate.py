@@ -82,13 +82,24 @@ class Certificate:
                 f"median margin {float(self.margin.median()):.2e}, max gap {float(self.gap.abs().max()):.2e}")
 
 
+def _shared(A: Tensor) -> bool:
+    """True when every batch item uses the same constraint matrices (a template expanded over B)."""
+    return A.shape[0] == 1 or A.stride(0) == 0
+
+
 def stationarity_rows(A: Tensor, x: Tensor) -> Tensor:
     """G with rows (A_i x)^T: ``(B, m, n)``; half the constraint gradients."""
+    if _shared(A):  # one matmul with the template instead of a batched contraction
+        m, n = A.shape[1], A.shape[-1]
+        return (x @ A[0].reshape(m * n, n).T).view(x.shape[0], m, n)
     return torch.einsum("bkij,bj->bki", A, x)
 
 
 def lagrangian(Q: Tensor, A: Tensor, lam: Tensor) -> Tensor:
     """H = Q + sum_i l_i A_i, ``(B, n, n)``."""
+    if _shared(A):
+        n = A.shape[-1]
+        return Q + (lam @ A[0].reshape(A.shape[1], n * n)).view(-1, n, n)
     return Q + torch.einsum("bk,bkij->bij", lam, A)
 
 
