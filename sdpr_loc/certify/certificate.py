@@ -123,13 +123,14 @@ def least_squares_multipliers(Q: Tensor, A: Tensor, x: Tensor) -> tuple[Tensor, 
     return lam, V * free.unsqueeze(-2).to(x.dtype)
 
 
-def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tensor,
+def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tensor, tol: float = 0.0,
                        iters: int = 60, beta: float = 200.0) -> Tensor:
     """Search the multiplier family lam + basis @ w for a PSD H (maximise a soft minimum eigenvalue).
 
     Every member satisfies H x = 0, so only the eigenvalues on the complement of x matter. The soft
     minimum is concave-ish and smooth; gradient ascent with backtracking converges in a few dozen steps
-    for the small families that redundant constraints create.
+    for the small families that redundant constraints create. Items stop once min eig >= -tol / 10,
+    and only the items still searching are computed.
     """
     B, m, K = basis.shape
     if K == 0 or not bool((basis.abs().sum((-1, -2)) > 0).any()):
@@ -140,32 +141,32 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
     M = P.unsqueeze(1) @ M @ P.unsqueeze(1)
     H0 = P @ lagrangian(Q, A, lam) @ P + xn.unsqueeze(-1) * xn.unsqueeze(-2)  # x direction parked at 1
 
-    def objective(w):
-        H = H0 + torch.einsum("bk,bkij->bij", w, M)
+    def objective(w, idx):
+        H = H0[idx] + torch.einsum("bk,bkij->bij", w, M[idx])
         ev, V = torch.linalg.eigh(H)
-        soft = -torch.logsumexp(-beta * ev, -1) / beta
-        return soft, ev, V
+        return -torch.logsumexp(-beta * ev, -1) / beta, ev, V
 
+    everyone = torch.arange(B, device=x.device)
     w = torch.zeros(B, K, dtype=x.dtype, device=x.device)
-    f, ev, V = objective(w)
+    f, ev, V = objective(w, everyone)
     step = torch.ones(B, dtype=x.dtype, device=x.device)
     for _ in range(iters):
-        p = torch.softmax(-beta * ev, -1)
-        grad = torch.einsum("bj,bij,bkil,blj->bk", p, V, M, V)
-        gn = grad.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-        done = ev[:, 0] >= 0
-        if bool(done.all()):
+        act = (ev[:, 0] < -0.1 * tol).nonzero().flatten()
+        if not len(act):
             break
-        for _ in range(20):  # backtracking, batched: items that did not improve halve their step
-            w_new = w + step.unsqueeze(-1) * grad / gn
-            f_new, ev_new, V_new = objective(w_new)
-            better = (f_new > f) & ~done
-            w = torch.where(better.unsqueeze(-1), w_new, w)
-            f = torch.where(better, f_new, f)
-            ev = torch.where(better.unsqueeze(-1), ev_new, ev)
-            V = torch.where(better.view(-1, 1, 1), V_new, V)
-            step = torch.where(better, step * 1.5, step * 0.5)
-            if bool((better | done | (step < 1e-12)).all()):
+        p = torch.softmax(-beta * ev[act], -1)
+        grad = torch.einsum("bj,bij,bkil,blj->bk", p, V[act], M[act], V[act])
+        direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        for _ in range(20):  # backtracking: items that did not improve halve their step
+            w_new = w[act] + step[act].unsqueeze(-1) * direction
+            f_new, ev_new, V_new = objective(w_new, act)
+            better = f_new > f[act]
+            up = act[better]
+            w[up], f[up], ev[up], V[up] = w_new[better], f_new[better], ev_new[better], V_new[better]
+            step[act] = torch.where(better, step[act] * 1.5, step[act] * 0.5)
+            keep = ~better & (step[act] >= 1e-12)
+            act, direction = act[keep], direction[keep]
+            if not len(act):
                 break
     return lam + torch.einsum("bmk,bk->bm", basis, w)
 
@@ -222,7 +223,7 @@ def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None
     bad = (ev[:, 0] < -tol).nonzero().flatten()
     if refine and not given and len(bad):
         lam = lam.clone()
-        lam[bad] = refine_multipliers(Q[bad], A[bad], x[bad], lam[bad], basis[bad])
+        lam[bad] = refine_multipliers(Q[bad], A[bad], x[bad], lam[bad], basis[bad], tol=tol)
         H = lagrangian(Q, A, lam)
         ev = ev.clone()
         ev[bad] = torch.linalg.eigvalsh(H[bad])
