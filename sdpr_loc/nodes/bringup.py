@@ -171,3 +171,26 @@ def plan(launch: str, args: dict[str, str] | None = None) -> list[NodeLaunch]:
     return [NodeLaunch(entry, values["namespace"], [str(config_path(c)) for c in entry.configs] + extra,
                        overrides.get(entry.name, {}))
             for entry in LAUNCHES[launch][0]]
+
+
+def launch_description(launch: str):
+    """The launch_ros description of ``launch`` (the launch files are one call to this).
+
+    ``launch``/``launch_ros`` are imported here, not at module level, so the pip-only bringup
+    (``sdpr-loc launch``) works where they are not installed.
+    """
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def nodes(context, *args, **kwargs):
+        values = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments(launch)}
+        return [Node(package=PACKAGE, executable=n.entry.executable, name=n.entry.name,
+                     namespace=n.namespace or None, parameters=n.parameters(),
+                     remappings=list(n.entry.remappings), output="screen", emulate_tty=True)
+                for n in plan(launch, values)]
+
+    return LaunchDescription(
+        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+         for a in arguments(launch)] + [OpaqueFunction(function=nodes)])
