@@ -30,6 +30,21 @@ class SDPSolution:
     status: list
 
 
+def solve_quietly(problem, solver: str, verbose: bool = False, **options) -> tuple[str, str]:
+    """Solve a cvxpy problem; (status, error message). cvxpy's "solution may be inaccurate" warning
+    is silenced: callers judge the result themselves (status, certificates), and a solver error is
+    reported as status "solver_error" instead of raised."""
+    import cvxpy as cp
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            problem.solve(solver=solver, verbose=verbose, **options)
+        return problem.status, ""
+    except cp.error.SolverError as exc:
+        return "solver_error", str(exc)
+
+
 def _solver_options(solver: str, dtype) -> tuple[str, dict]:
     import cvxpy as cp
 
@@ -70,18 +85,12 @@ class SDPRelaxation:
         self.problem = cp.Problem(cp.Minimize(cp.trace(self.Q @ self.X)), self.cons)
 
     def solve_one(self, Q: np.ndarray, A_params=()) -> tuple[np.ndarray, np.ndarray, float, str]:
-        import cvxpy as cp
-
         self.Q.value = 0.5 * (Q + Q.T)
         for P, a in zip(self.A_par, A_params):
             P.value = 0.5 * (a + a.T)
-        try:
-            with warnings.catch_warnings():  # "may be inaccurate": the certificate decides
-                warnings.simplefilter("ignore")
-                self.problem.solve(solver=self.solver, **self.options)
-        except cp.error.SolverError as exc:  # report, do not crash the batch
-            return np.full((self.n, self.n), np.nan), np.full(len(self.b), np.nan), np.nan, f"error: {exc}"
-        status = self.problem.status
+        status, error = solve_quietly(self.problem, self.solver, **self.options)  # the certificate decides
+        if error:  # report, do not crash the batch
+            return np.full((self.n, self.n), np.nan), np.full(len(self.b), np.nan), np.nan, f"error: {error}"
         if self.X.value is None:
             return np.full((self.n, self.n), np.nan), np.full(len(self.b), np.nan), np.nan, status
         # cvxpy's equality duals y are the multipliers of H = Q + sum_i y_i A_i (checked in the tests).

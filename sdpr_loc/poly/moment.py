@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+
+from sdpr_loc.certify.sdp import solve_quietly
 
 from .newton import encode_rows
 from .polynomial import CONST, Indeterminate, Monomial, Polynomial, as_polynomial, exponents_up_to
@@ -203,13 +204,9 @@ class MomentProblem:
         prob = cp.Problem(cp.Minimize(cost @ y), cons)
         name, opts = solver_settings(solver, options)
         t1 = time.perf_counter()
-        try:
-            with warnings.catch_warnings():  # "solution may be inaccurate": reported through status
-                warnings.simplefilter("ignore", UserWarning)
-                prob.solve(solver=name, verbose=verbose, **opts)
-            status = prob.status
-        except cp.error.SolverError as exc:
-            status = f"solver_error: {exc}"
+        status, error = solve_quietly(prob, name, verbose, **opts)
+        if error:
+            status = f"solver_error: {error}"
         t2 = time.perf_counter()
         basis_exps = exponents_up_to(n, d)
         uids = [x.uid for x in self.x]

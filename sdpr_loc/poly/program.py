@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+
+from sdpr_loc.certify.sdp import solve_quietly
 
 from .gram import Gram, pair_monomials, sym_expand, tri_position, upper_to_matrix
 from .newton import newton_half_basis
@@ -263,14 +264,7 @@ class Program:
             obj = cp.Minimize(self._cost_const)
         prob = cp.Problem(obj, cons)
         t1 = time.perf_counter()
-        message = ""
-        try:
-            with warnings.catch_warnings():  # "solution may be inaccurate": reported through status
-                warnings.simplefilter("ignore", UserWarning)
-                prob.solve(solver=name, verbose=verbose, **opts)
-            status = prob.status
-        except cp.error.SolverError as exc:
-            status, message = "solver_error", str(exc)
+        status, message = solve_quietly(prob, name, verbose, **opts)
         t2 = time.perf_counter()
         stats = prob.solver_stats if status != "solver_error" else None
         iters = getattr(stats, "num_iters", None) if stats is not None else None
