@@ -6,7 +6,7 @@ the certified optimum, batched in torch on the tensors' device.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 

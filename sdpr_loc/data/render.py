@@ -237,7 +237,7 @@ class StereoRenderer:
         res, lo = f["res"], f["lo"]
         fd = remap_points(f["image"], ((x - lo) / res).astype(np.float32),
                           ((y - lo) / res).astype(np.float32))
-        ad, ph_c, ph_s = np.abs(fd[:, 0]), fd[:, 1], fd[:, 2]
+        ad, ph_s = np.abs(fd[:, 0]), fd[:, 2]
         atlas = self._linear_atlas()
         size = atlas.size
         out = grass

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from sdpr_loc.certify import QCQP, Certificate, SDPRLayer
-from sdpr_loc.certify.certificate import default_tol
 
 from .se3 import hat, so3_exp
 from .so3_qcqp import so3_constraints
