@@ -15,6 +15,7 @@ import torch
 
 from sdpr_loc.certify import PolyMinLayer
 from sdpr_loc.certify.polymin import hankel_qcqp, poly_cost_matrix
+from sdpr_loc.examples.polymin_fit import true_global_min
 
 B, DEG = 64, 6
 
@@ -27,19 +28,13 @@ def random_polys(B, seed=0):
 
 
 def fd_reference(c: np.ndarray, eps=1e-6) -> np.ndarray:
-    def argmin(ci):
-        p = np.polynomial.Polynomial(ci)
-        r = p.deriv().roots()
-        r = r[np.abs(r.imag) < 1e-7].real
-        return r[np.argmin(p(r))]
-
     g = np.zeros_like(c)
     for i in range(c.shape[0]):
         for k in range(c.shape[1]):
             cp, cm = c[i].copy(), c[i].copy()
             cp[k] += eps
             cm[k] -= eps
-            g[i, k] = (argmin(cp) - argmin(cm)) / (2 * eps)
+            g[i, k] = (true_global_min(cp) - true_global_min(cm)) / (2 * eps)
     return g
 
 

@@ -5,14 +5,7 @@ import torch
 
 from sdpr_loc.certify import PolyMinLayer, SDPRLayer, find_constraints
 from sdpr_loc.certify.polymin import hankel_qcqp, poly_cost_matrix
-
-
-def global_min_numpy(c: np.ndarray) -> float:
-    """Global minimiser from the real roots of p' (numpy.roots), independent of the layer."""
-    p = np.polynomial.Polynomial(c)
-    r = p.deriv().roots()
-    r = r[np.abs(r.imag) < 1e-7].real
-    return float(r[np.argmin(p(r))])
+from sdpr_loc.examples.polymin_fit import true_global_min  # numpy roots of p', independent of the layer
 
 
 def random_polys(B, degree, seed):
@@ -27,7 +20,7 @@ def test_polymin_finds_the_global_minimiser(degree):
     c = random_polys(32, degree, seed=degree)
     x, cert = PolyMinLayer(degree)(c)
     assert cert.certified.all(), [r for r in cert.reason if r]
-    ref = np.array([global_min_numpy(ci) for ci in c.numpy()])
+    ref = np.array([true_global_min(ci) for ci in c.numpy()])
     assert np.abs(x.numpy() - ref).max() < 1e-8
 
 
@@ -44,7 +37,7 @@ def test_polymin_gradient_matches_finite_differences():
             cp, cm = cn[i].copy(), cn[i].copy()
             cp[k] += eps
             cm[k] -= eps
-            fd[i, k] = (global_min_numpy(cp) - global_min_numpy(cm)) / (2 * eps)
+            fd[i, k] = (true_global_min(cp) - true_global_min(cm)) / (2 * eps)
     rel = np.linalg.norm(c.grad.numpy() - fd, axis=1) / np.linalg.norm(fd, axis=1)
     assert rel.max() < 1e-6, rel
 

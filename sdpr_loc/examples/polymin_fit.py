@@ -28,7 +28,7 @@ def true_global_min(c: np.ndarray) -> float:
     """Independent reference: best real root of p' (numpy)."""
     p = np.polynomial.Polynomial(c)
     r = p.deriv().roots()
-    r = r[np.abs(r.imag) < 1e-8].real
+    r = r[np.abs(r.imag) < 1e-7].real
     return float(r[np.argmin(p(r))])
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 import time
 from pathlib import Path
+
+from .runtime import init_stoppable
 
 __all__ = ["add_arguments", "run", "message_class", "play"]
 
@@ -94,16 +95,12 @@ def run(args: argparse.Namespace) -> int:
             return 2
         old, new = item.split(":=", 1)
         remap[old] = new
-    rclpy.init(args=["sdpr_loc_play"], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    stopped = [False]
-    signal.signal(signal.SIGINT, lambda *a: stopped.__setitem__(0, True))
-    signal.signal(signal.SIGTERM, lambda *a: stopped.__setitem__(0, True))
-    node = rclpy.create_node("sdpr_loc_play")
+    node, stopped = init_stoppable("sdpr_loc_play")
     try:
         time.sleep(max(0.0, args.delay))
         total = 0
-        while not stopped[0]:
-            total += play(node, args.bag, args.rate, args.topics, remap, stop=lambda: stopped[0])
+        while not stopped():
+            total += play(node, args.bag, args.rate, args.topics, remap, stop=stopped)
             if not args.loop:
                 break
         print(f"played {total} messages from {args.bag}")

@@ -8,10 +8,11 @@ default). SIGINT/SIGTERM or ``--duration`` end the recording and close the bag p
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
+
+from .runtime import init_stoppable
 
 __all__ = ["add_arguments", "run", "Recorder", "DEFAULT_TOPICS"]
 
@@ -98,11 +99,7 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    rclpy.init(args=["sdpr_loc_record"], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    stopped = [False]
-    signal.signal(signal.SIGINT, lambda *a: stopped.__setitem__(0, True))
-    signal.signal(signal.SIGTERM, lambda *a: stopped.__setitem__(0, True))
-    node = rclpy.create_node("sdpr_loc_record")
+    node, stopped = init_stoppable("sdpr_loc_record")
     try:
         rec = Recorder(node, args.output, args.topics or DEFAULT_TOPICS, args.storage)
     except (FileExistsError, ValueError) as err:
@@ -115,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
     next_poll = 0.0
     try:
-        while not stopped[0] and time.monotonic() < end:
+        while not stopped() and time.monotonic() < end:
             if time.monotonic() >= next_poll:  # graph queries are not free: twice a second
                 rec.poll()
                 next_poll = time.monotonic() + 0.5

@@ -94,6 +94,21 @@ class Worker:
             self._thread.join(timeout)
 
 
+def init_stoppable(name: str) -> tuple[Any, Callable[[], bool]]:
+    """rclpy init + a node for a command-line tool that stops on SIGINT/SIGTERM by itself
+    (finishing its loop and closing its files) instead of rclpy's abrupt context shutdown.
+    Returns (node, stopped) where ``stopped()`` turns True after the first signal."""
+    import signal
+
+    import rclpy
+
+    rclpy.init(args=[name], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    flag = threading.Event()
+    signal.signal(signal.SIGINT, lambda *a: flag.set())
+    signal.signal(signal.SIGTERM, lambda *a: flag.set())
+    return rclpy.create_node(name), flag.is_set
+
+
 def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
     """Init rclpy, build the node, spin until SIGINT/SIGTERM, then shut down cleanly.
 
