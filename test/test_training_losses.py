@@ -9,7 +9,8 @@ import yaml
 from sdpr_loc.geometry.se3 import se3_exp
 from sdpr_loc.geometry.stereo import StereoCamera
 from sdpr_loc.training.config import DataConfig, Params, TrainConfig, default_config_path, load_params, parse_override
-from sdpr_loc.training.losses import keypoint_loss, pose_loss
+from sdpr_loc.training.losses import descriptor_loss, keypoint_loss, pose_loss
+from sdpr_loc.training.trainer import oriented
 from sdpr_loc.vision.network import NetworkConfig
 from sdpr_loc.vision.pipeline import LocalizerConfig
 
@@ -59,6 +60,51 @@ def test_keypoint_loss_zero_at_truth_and_huber_elsewhere():
     # points projecting outside the target image, and masked items, do not count
     far = keypoint_loss(pts, valid, shifted, T, [cam], (64, 96), mask=torch.tensor([False]))
     assert float(far) == 0
+
+
+def test_descriptor_loss_is_cross_entropy_at_the_ground_truth_pixel():
+    """Integer ground-truth pixels: equals torch's cross_entropy with that pixel as the class
+    (an independent reference); sub-pixel: the bilinear mix of the four neighbours' log-probs."""
+    H, W = 12, 16
+    cam = StereoCamera(20.0, 20.0, 7.0, 5.0, 0.2)
+    uv_true = torch.tensor([[[3.0, 4.0], [10.0, 2.0], [15.0, 11.0], [0.0, 0.0]]], dtype=D)
+    z = torch.tensor([[4.0, 5.0, 6.0, 3.0]], dtype=D)
+    pts = torch.stack([(uv_true[..., 0] - cam.cx) * z / cam.fx, (uv_true[..., 1] - cam.cy) * z / cam.fy, z], -1)
+    T = torch.eye(4, dtype=D)[None]
+    logits = torch.randn(1, 4, H * W, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    got = descriptor_loss(logits, pts, valid, T, [cam], (H, W))
+    label = (uv_true[0, :, 1] * W + uv_true[0, :, 0]).round().long()
+    ref = torch.nn.functional.cross_entropy(logits[0], label)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    got.backward()
+    assert logits.grad.abs().sum() > 0
+    # half a pixel to the right: the mean of the two neighbours' cross-entropies
+    pts_half = pts.clone()
+    pts_half[..., 0] += 0.5 * z / cam.fx
+    half = descriptor_loss(logits.detach()[:, :2], pts_half[:, :2], valid[:, :2], T, [cam], (H, W))
+    logp = torch.log_softmax(logits.detach()[0, :2], -1)
+    ref_half = -0.5 * (logp[[0, 1], label[:2]] + logp[[0, 1], label[:2] + 1]).mean()
+    torch.testing.assert_close(half, ref_half, atol=1e-5, rtol=1e-5)
+    # invalid points, points behind the camera or outside the image, and masked items do not count
+    assert float(descriptor_loss(logits.detach(), pts, torch.zeros_like(valid), T, [cam], (H, W))) == 0
+    behind = pts * torch.tensor([1.0, 1.0, -1.0], dtype=D)
+    assert float(descriptor_loss(logits.detach(), behind, valid, T, [cam], (H, W))) == 0
+    assert float(descriptor_loss(logits.detach(), pts, valid, T, [cam], (H, W), mask=torch.tensor([False]))) == 0
+    with pytest.raises(ValueError, match="logits must be"):
+        descriptor_loss(logits[..., :-1], pts, valid, T, [cam], (H, W))
+
+
+def test_pairs_oriented_keypoints_on_the_keyframe():
+    T = se3_exp(torch.tensor([[0.3, -0.1, 0.5, 0.02, 0.1, -0.05]], dtype=D))
+    batch = {"source": torch.zeros(1, 2, 4, 4), "target": torch.ones(1, 2, 4, 4), "T_target_source": T}
+    s, t, T_live = oriented(batch, "live")
+    assert float(s.sum()) == 0 and T_live is T
+    s, t, T_kf = oriented(batch, "keyframe")
+    assert float(s.sum()) == 32 and float(t.sum()) == 0
+    torch.testing.assert_close(T_kf @ T, torch.eye(4, dtype=D)[None])
+    with pytest.raises(ValueError, match="keypoints_from"):
+        TrainConfig(keypoints_from="map")
 
 
 def test_yaml_is_the_source_of_defaults():

@@ -1,8 +1,12 @@
 """Localize every frame of a repeat drive against a keyframe map with one method.
 
-Methods (front end + pose block):
-  learned-certified  network keypoints, RANSAC + certified registration (poses used only if certified)
-  learned-svd        network keypoints, RANSAC + Horn/SVD refit (no certificate)
+Methods (front end, matching, pose block):
+  learned-certified  the keyframe's network keypoints matched densely in the live frame (as the
+                     network was trained, vision/dense.py), RANSAC + certified registration (poses
+                     used only if certified)
+  learned-svd        the same matches, RANSAC + Horn/SVD refit (no certificate)
+  learned-keypoints  network keypoints of both frames, mutual-nearest-neighbour matching (what the
+                     ROS registration node does with point clouds), RANSAC + certified registration
   orb-ransac         OpenCV ORB + stereo depth, descriptor matching, RANSAC (3-point Horn) and a
                      Gauss-Newton refinement with the stereo covariances on the inliers
 
@@ -22,10 +26,11 @@ from sdpr_loc.data.maps import KeyframeMap
 from sdpr_loc.vision.frontend import make_extractor
 from sdpr_loc.vision.tracker import Tracker, TrackerConfig
 
-METHODS = {
-    "learned-certified": ("network", "certified"),
-    "learned-svd": ("network", "svd"),
-    "orb-ransac": ("orb", "local"),
+METHODS = {  # name: (front end, matching, registration)
+    "learned-certified": ("network", "dense", "certified"),
+    "learned-svd": ("network", "dense", "svd"),
+    "learned-keypoints": ("network", "keypoints", "certified"),
+    "orb-ransac": ("orb", "keypoints", "local"),
 }
 
 
@@ -51,7 +56,7 @@ class FrameResult:
         return float(np.linalg.norm(E[:3, 3])), float(np.degrees(np.arccos(c)))
 
 
-def check_method(name: str) -> tuple[str, str]:
+def check_method(name: str) -> tuple[str, str, str]:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
     return METHODS[name]
@@ -60,11 +65,17 @@ def check_method(name: str) -> tuple[str, str]:
 def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str = "", device: str = "cpu",
                tracker_config: TrackerConfig | None = None, progress=None) -> list[FrameResult]:
     """Localize ``frames`` (StereoFrame with ground-truth pose) against ``kmap`` with method ``name``."""
-    frontend, registration = check_method(name)
+    frontend, matching, registration = check_method(name)
     if kmap.frontend not in ("unknown", frontend):
         raise ValueError(f"method {name!r} uses {frontend!r} descriptors but the map was built with "
                          f"{kmap.frontend!r}")
-    extract, _ = make_extractor(frontend, model_path=model_path, device=device)
+    if matching == "dense":
+        from sdpr_loc.vision.dense import DenseFrame
+        from sdpr_loc.vision.frontend import load_model
+
+        network, cfg, _ = load_model(model_path, device)
+    else:
+        extract, _ = make_extractor(frontend, model_path=model_path, device=device)
     base = tracker_config or TrackerConfig()
     # offline: every method tries all candidate keyframes and keeps the best (same search for all)
     tracker = Tracker(TrackerConfig(**{**base.__dict__, "mode": "map", "registration": registration,
@@ -76,7 +87,10 @@ def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str =
         if i == 0:
             tracker.last_T = np.asarray(fr.pose, dtype=np.float64)  # prior for the first frame
         t0 = time.perf_counter()
-        res = tracker.process(extract(fr.left, fr.right, fr.camera), fr.stamp_ns)
+        if matching == "dense":
+            res = tracker.process_dense(DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
+        else:
+            res = tracker.process(extract(fr.left, fr.right, fr.camera), fr.stamp_ns)
         ms = 1e3 * (time.perf_counter() - t0)
         ok = res.T is not None and res.trusted
         out.append(FrameResult(stamp_ns=int(fr.stamp_ns), T_gt=np.asarray(fr.pose, dtype=np.float64),

@@ -20,6 +20,7 @@ from sdpr_loc.vision.pipeline import POSE_BLOCKS, LocalizerConfig
 __all__ = ["TrainConfig", "DataConfig", "Params", "default_config_path", "load_params", "parse_override"]
 
 NODE = "trainer_node"
+KEYPOINTS_FROM = ("keyframe", "live")
 FREEZE_GROUPS = {"encoder": "enc.", "decoder": "dec.", "detector": "detector.", "score": "score.",
                  "projection": "project."}
 
@@ -38,6 +39,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     pose_weight: float = 1.0
     keypoint_weight: float = 0.05
+    descriptor_weight: float = 1.0
+    keypoints_from: str = "keyframe"
     trans_weight: float = 1.0
     rot_weight: float = 10.0
     huber_delta: float = 2.0
@@ -56,6 +59,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.pose_block not in POSE_BLOCKS:
             raise ValueError(f"pose_block must be one of {POSE_BLOCKS}, got {self.pose_block!r}")
+        if self.keypoints_from not in KEYPOINTS_FROM:
+            raise ValueError(f"keypoints_from must be one of {KEYPOINTS_FROM}, got {self.keypoints_from!r}")
         if self.uncertified not in ("skip", "keypoint_only"):
             raise ValueError(f"uncertified must be 'skip' or 'keypoint_only', got {self.uncertified!r}")
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_every"):

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 
+from sdpr_loc.geometry.se3 import inverse
 from sdpr_loc.vision.matching import as_cameras
 from sdpr_loc.vision.network import KeypointNet
 from sdpr_loc.vision.pipeline import Localizer
@@ -36,7 +37,7 @@ Tensor = torch.Tensor
 
 __all__ = ["Trainer", "augment", "evaluate"]
 
-_EPOCH_SUMS = ("loss", "pose", "keypoint", "items", "skipped", "nonfinite", "steps")
+_EPOCH_SUMS = ("loss", "pose", "keypoint", "descriptor", "items", "skipped", "nonfinite", "steps")
 
 
 def augment(images: Tensor, generator: torch.Generator) -> Tensor:
@@ -50,9 +51,22 @@ def augment(images: Tensor, generator: torch.Generator) -> Tensor:
     return out.clamp(0, 1)
 
 
+def oriented(batch: dict, keypoints_from: str = "live") -> tuple[Tensor, Tensor, Tensor]:
+    """(source, target, T_target_source) of a pair batch with the keypoints on ``keypoints_from``.
+
+    Pair datasets give source = live frame, target = keyframe; "keyframe" swaps them, so the
+    keyframe's keypoints are matched against the live frame, as map localization does.
+    """
+    src, trg, T = batch["source"].float(), batch["target"].float(), batch["T_target_source"]
+    if keypoints_from == "keyframe":
+        return trg, src, inverse(T.double()).to(T.dtype)
+    return src, trg, T
+
+
 @torch.no_grad()
 def evaluate(localizer: Localizer, dataset: Dataset, batch_size: int = 4, max_pairs: int | None = None,
-             trans_weight: float = 1.0, rot_weight: float = 10.0) -> dict[str, float]:
+             trans_weight: float = 1.0, rot_weight: float = 10.0, keypoints_from: str = "live"
+             ) -> dict[str, float]:
     """Deployed-path metrics on ``dataset``: pose errors (m, deg), certified and usable rates."""
     was = localizer.training
     localizer.eval()
@@ -61,8 +75,9 @@ def evaluate(localizer: Localizer, dataset: Dataset, batch_size: int = 4, max_pa
     vals: dict[str, list[float]] = {"trans_err": [], "rot_err": [], "pose_loss": []}
     cert = usable = 0
     for batch in loader:
-        res = localizer(batch["source"], batch["target"], batch["camera"], mode="hard")
-        T_gt = batch["T_target_source"].to(res.T)
+        src, trg, T_gt = oriented(batch, keypoints_from)
+        res = localizer(src, trg, batch["camera"], mode="hard")
+        T_gt = T_gt.to(res.T)
         te, re = pose_errors(res.T, T_gt)
         vals["trans_err"] += te.tolist()
         vals["rot_err"] += re.tolist()
@@ -123,8 +138,9 @@ class Trainer:
                                                    self.dist.rank, self.dist.world_size))
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.loss_weights = LossWeights(cfg.pose_weight, cfg.keypoint_weight, cfg.trans_weight,
-                                        cfg.rot_weight, cfg.huber_delta)
+        self.loss_weights = LossWeights(pose=cfg.pose_weight, keypoint=cfg.keypoint_weight,
+                                        descriptor=cfg.descriptor_weight, trans=cfg.trans_weight,
+                                        rot=cfg.rot_weight, huber_delta=cfg.huber_delta)
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.sums = dict.fromkeys(_EPOCH_SUMS, 0.0)
         self.best = math.inf
@@ -187,13 +203,13 @@ class Trainer:
     def train_step(self, batch: dict) -> dict:
         cfg = self.cfg
         self.model.train()
-        src, trg = batch["source"].float(), batch["target"].float()
+        src, trg, T_gt = oriented(batch, cfg.keypoints_from)
         if cfg.augment:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.global_step * 131 + self.dist.rank)
             src, trg = augment(src, g), augment(trg, g)
         B = src.shape[0]
         res = self.model(src.to(self.device), trg.to(self.device), batch["camera"], mode="soft")
-        terms = total_loss(res, batch["T_target_source"].to(self.device), as_cameras(batch["camera"], B),
+        terms = total_loss(res, T_gt.to(self.device), as_cameras(batch["camera"], B),
                            tuple(src.shape[-2:]), self.loss_weights, cfg.uncertified)
         # every trainable parameter in the graph, even if a batch registers nothing (DDP needs it)
         loss = terms.total + 0.0 * sum(p.sum() for p in self.trainable)
@@ -206,12 +222,12 @@ class Trainer:
             self.optimizer.step()
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
-        loss_v, pose_v, kp_v, skipped = D.all_reduce_sum(
-            [float(terms.total.detach()), float(terms.pose), float(terms.keypoint), float(terms.skipped)],
-            self.device)
+        loss_v, pose_v, kp_v, desc_v, skipped = D.all_reduce_sum(
+            [float(terms.total.detach()), float(terms.pose), float(terms.keypoint), float(terms.descriptor),
+             float(terms.skipped)], self.device)
         w = self.dist.world_size
         return {"step": self.global_step + 1, "epoch": self.epoch, "loss": loss_v / w, "pose": pose_v / w,
-                "keypoint": kp_v / w, "skipped": int(skipped), "items": B * w, "grad_norm": gnorm,
+                "keypoint": kp_v / w, "descriptor": desc_v / w, "skipped": int(skipped), "items": B * w, "grad_norm": gnorm,
                 "nonfinite": int(not finite), "lr": lr}
 
     def fit(self, resume: bool = False, max_steps: int | None = None,
@@ -229,6 +245,9 @@ class Trainer:
             while self.epoch < self.cfg.epochs:
                 if self._run_epoch(history, max_steps, on_step):
                     self.save()
+                    if self.dist.main:  # model.pt always holds the latest weights
+                        save_network(self.out / "model.pt", self.network, self.params.localizer,
+                                     {"epoch": self.epoch, "global_step": self.global_step})
                     break
                 self._end_epoch()
             if self.save_replicas:
@@ -256,7 +275,7 @@ class Trainer:
             rec["time_s"] = time.perf_counter() - t0
             self.global_step += 1
             self.step_in_epoch += 1
-            for k in ("loss", "pose", "keypoint"):
+            for k in ("loss", "pose", "keypoint", "descriptor"):
                 self.sums[k] += rec[k]
             for k in ("items", "skipped", "nonfinite"):
                 self.sums[k] += rec[k]
@@ -275,13 +294,13 @@ class Trainer:
     def _end_epoch(self) -> None:
         s, n = self.sums, max(self.sums["steps"], 1)
         row = {"step": self.global_step, "epoch": self.epoch, "loss": s["loss"] / n, "pose": s["pose"] / n,
-               "keypoint": s["keypoint"] / n, "skipped": int(s["skipped"]), "items": int(s["items"]),
+               "keypoint": s["keypoint"] / n, "descriptor": s["descriptor"] / n, "skipped": int(s["skipped"]), "items": int(s["items"]),
                "skipped_rate": s["skipped"] / max(s["items"], 1), "nonfinite_steps": int(s["nonfinite"]),
                "lr": self.optimizer.param_groups[0]["lr"]}
         if self.val_set is not None and len(self.val_set) and (self.epoch + 1) % self.cfg.eval_every == 0:
             if self.dist.main:
                 row.update(evaluate(self.localizer, self.val_set, self.cfg.batch_size, self.cfg.eval_max_pairs,
-                                    self.cfg.trans_weight, self.cfg.rot_weight))
+                                    self.cfg.trans_weight, self.cfg.rot_weight, self.cfg.keypoints_from))
             D.barrier()
         self.log.write("epochs", row)
         if self.dist.main:

@@ -11,7 +11,7 @@ from typing import Callable
 
 from sdpr_loc.vision.keypoints import StereoKeypoints
 
-__all__ = ["make_extractor", "resolve_device", "default_model_path", "FRONTENDS"]
+__all__ = ["make_extractor", "load_model", "resolve_device", "default_model_path", "FRONTENDS"]
 
 FRONTENDS = ("orb", "network")
 Extractor = Callable[..., StereoKeypoints]
@@ -54,13 +54,27 @@ def make_extractor(frontend: str = "orb", model_path: str = "", device: str = "a
         return extract, f"orb ({max_keypoints} features)"
     if frontend != "network":
         raise ValueError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
-    import dataclasses
-
     import torch
+
+    from sdpr_loc.vision.pipeline import extract_keypoints
+
+    network, cfg, what = load_model(model_path, device, max_disparity, sigma_px)
+
+    def extract(left, right, camera) -> StereoKeypoints:
+        with torch.inference_mode():
+            return extract_keypoints(network, left, right, camera, cfg).detach().to("cpu")
+
+    return extract, what
+
+
+def load_model(model_path: str = "", device: str = "auto", max_disparity: int = 80, sigma_px: float = 0.5):
+    """(network in eval mode, LocalizerConfig it was trained with, description) of a checkpoint
+    (default: the packaged model); ValueError naming the path when it cannot be loaded."""
+    import dataclasses
 
     try:
         from sdpr_loc.training.checkpoint import load_localizer_config, load_network
-        from sdpr_loc.vision.pipeline import LocalizerConfig, extract_keypoints
+        from sdpr_loc.vision.pipeline import LocalizerConfig
     except ImportError as err:
         raise ValueError(f"the network front end is unavailable in this install: {err}") from err
     dev = resolve_device(device)
@@ -73,12 +87,7 @@ def make_extractor(frontend: str = "orb", model_path: str = "", device: str = "a
     except Exception as err:  # noqa: BLE001 - any failure to load is a start-up error with the path
         raise ValueError(f"cannot load model {str(path)!r}: {type(err).__name__}: {err}") from err
     network.eval()
-    # the matching settings the model was trained with; the node's stereo range and pixel noise
+    # the matching settings the model was trained with; the caller's stereo range and pixel noise
     cfg = dataclasses.replace(trained or LocalizerConfig(), max_disparity=int(max_disparity),
                               sigma_px=float(sigma_px))
-
-    def extract(left, right, camera) -> StereoKeypoints:
-        with torch.inference_mode():
-            return extract_keypoints(network, left, right, camera, cfg).detach().to("cpu")
-
-    return extract, f"network {path.name} on {dev}"
+    return network, cfg, f"network {path.name} on {dev}"

@@ -33,11 +33,13 @@ __all__ = ["SoftMatch", "StereoMatch", "soft_match", "hard_match", "stereo_match
 class SoftMatch:
     """uv (B, K, 2) pseudo-points in the target image; similarity (B, K) expected correlation
     under the match distribution (high only for a confident match to a similar descriptor);
-    score (B, K) expected target score."""
+    score (B, K) expected target score; logits (B, K, H*W) correlation / temperature (row-major
+    pixels: what a supervised descriptor loss scores)."""
 
     uv: Tensor
     similarity: Tensor
     score: Tensor
+    logits: Tensor
 
 
 @dataclass
@@ -71,14 +73,15 @@ def soft_match(desc: Tensor, dense: Tensor, scores: Tensor, temperature: float) 
     B, D, H, W = dense.shape
     flat = dense.reshape(B, D, H * W)
     corr = torch.bmm(desc, flat)                                       # (B, K, HW)
-    prob = torch.softmax(corr / temperature, -1)
+    logits = corr / temperature
+    prob = torch.softmax(logits, -1)
     v, u = torch.meshgrid(torch.arange(H, dtype=desc.dtype, device=desc.device),
                           torch.arange(W, dtype=desc.dtype, device=desc.device), indexing="ij")
     grid = torch.stack([u.reshape(-1), v.reshape(-1)], -1)              # (HW, 2)
     uv = prob @ grid
     sim = (prob * corr).sum(-1)
     score = torch.bmm(prob, scores.reshape(B, H * W, 1)).squeeze(-1)
-    return SoftMatch(uv=uv, similarity=sim, score=score)
+    return SoftMatch(uv=uv, similarity=sim, score=score, logits=logits)
 
 
 def hard_match(desc_a: Tensor, desc_b: Tensor, valid_a: Tensor | None = None,

@@ -95,6 +95,8 @@ class Localization:
     target_uv (B, K, 2), target_points (B, K, 3): the match of each source keypoint.
     matches (B, K): index into the target keypoints (hard mode), -1 for soft or unmatched.
     weights (B, K) float64: registration weights (0 = not used).
+    match_logits (B, K, H*W): soft mode only, the source descriptors' correlation with every
+    target pixel over the temperature (for the descriptor loss); None in hard mode.
     """
 
     T: Tensor
@@ -105,6 +107,7 @@ class Localization:
     target_points: Tensor
     matches: Tensor
     weights: Tensor
+    match_logits: Tensor | None = None
 
     @property
     def uncertified(self) -> int:
@@ -264,7 +267,7 @@ class Localizer(nn.Module):
             valid = kps.valid & valid_t & st.valid
             w = sm.similarity.clamp_min(0) * kps.scores * sm.score * valid
             target_uv, matches = sm.uv, torch.full_like(valid, -1, dtype=torch.long)
-            robust = False
+            robust, logits = False, sm.logits
         else:
             kpt = _keypoints(net, lt, rt, cams, cfg)
             idx, matched, sim = hard_match(kps.descriptors, kpt.descriptors, kps.valid, kpt.valid,
@@ -275,11 +278,12 @@ class Localizer(nn.Module):
             valid = matched
             w = sim.clamp_min(0) * kps.scores * take(kpt.scores.unsqueeze(-1)).squeeze(-1) * valid
             matches = torch.where(matched, idx, torch.full_like(idx, -1))
-            robust = cfg.use_ransac
+            robust, logits = cfg.use_ransac, None
         w = w.double()
         T, cert, usable, w = self._register(kps.points, trg, w, W, robust)
         return Localization(T=T, certificate=cert, usable=usable, source=kps,
-                            target_uv=target_uv, target_points=trg, matches=matches, weights=w)
+                            target_uv=target_uv, target_points=trg, matches=matches, weights=w,
+                            match_logits=logits)
 
     @torch.no_grad()
     def localize(self, source: Tensor, target: Tensor, camera) -> Localization:

@@ -119,12 +119,10 @@ def _adjoint(T: np.ndarray) -> np.ndarray:
     return A
 
 
-def _usable(kp: StereoKeypoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
-    """Valid, finite points with positive definite information: (P, Sigma, mask, descriptors)."""
-    v = kp.valid[0].cpu().numpy().astype(bool)
-    P = kp.points[0].detach().cpu().numpy().astype(np.float64)
-    Wm = kp.inv_cov[0].detach().cpu().numpy().astype(np.float64)
-    ok = v & np.isfinite(P).all(1) & np.isfinite(Wm).reshape(len(v), 9).all(1) & (P[:, 2] > 0)
+def _covariances(Wm: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Covariances (N, 3, 3) from inverse covariances ``Wm`` where ``ok`` and positive definite;
+    returns them (zeros elsewhere) and the narrowed mask."""
+    ok = ok & np.isfinite(Wm).reshape(len(ok), 9).all(1)
     sigma = np.zeros_like(Wm)
     if ok.any():
         Ws = 0.5 * (Wm[ok] + Wm[ok].transpose(0, 2, 1))
@@ -134,6 +132,16 @@ def _usable(kp: StereoKeypoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, to
         ok[idx[~pd]] = False
         if pd.any():
             sigma[idx[pd]] = np.linalg.inv(Ws[pd])
+    return sigma, ok
+
+
+def _usable(kp: StereoKeypoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
+    """Valid, finite points with positive definite information: (P, Sigma, mask, descriptors)."""
+    v = kp.valid[0].cpu().numpy().astype(bool)
+    P = kp.points[0].detach().cpu().numpy().astype(np.float64)
+    Wm = kp.inv_cov[0].detach().cpu().numpy().astype(np.float64)
+    ok = v & np.isfinite(P).all(1) & (P[:, 2] > 0)
+    sigma, ok = _covariances(Wm, ok)
     desc = kp.descriptors[:, ok].detach().to(torch.float32)
     return P[ok], sigma[ok], ok, desc
 
@@ -214,26 +222,46 @@ class Tracker:
         return self._map_cache[i]
 
     def _process_map(self, P, sigma, desc, stamp_ns) -> TrackResult:
-        cfg = self.config
         if desc.shape[-1] != self.map.descriptor_dim:
             return self._fail(stamp_ns, ERROR, f"descriptor length {desc.shape[-1]} differs from the map's "
                               f"{self.map.descriptor_dim} (map built with frontend {self.map.frontend!r})", len(P))
+        return self._search_map(desc, lambda kf: self._register(P, sigma, desc, kf, stamp_ns), stamp_ns)
+
+    def process_dense(self, frame, stamp_ns: int) -> TrackResult:
+        """Map mode with dense matching: each candidate keyframe's keypoints are matched against
+        ``frame`` (:class:`~sdpr_loc.vision.dense.DenseFrame`, the live frame's network outputs),
+        as the network was trained. Never raises on bad data: it reports it."""
+        if self.config.mode != "map":
+            raise ValueError("dense matching localizes against a map: use mode 'map'")
+        P, _, _, desc = _usable(frame.keypoints)
+        if frame.descriptor_dim != self.map.descriptor_dim:
+            return self._fail(stamp_ns, ERROR, f"descriptor length {frame.descriptor_dim} differs from the "
+                              f"map's {self.map.descriptor_dim} (map built with frontend {self.map.frontend!r})",
+                              len(P))
+        return self._search_map(desc, lambda kf: self._register_dense(frame, len(P), kf, stamp_ns), stamp_ns)
+
+    def _search_map(self, desc: torch.Tensor, register, stamp_ns: int) -> TrackResult:
+        """Try the candidate keyframes (nearest the last pose, or by place signature when lost)."""
+        cfg = self.config
         tracking = self.last_T is not None and self.lost <= cfg.max_lost
         if tracking:
             order = self.map.nearest(self.last_T, k=cfg.map_candidates)
         else:
-            kp = StereoKeypoints(uv=torch.zeros(1, len(P), 2), disparity=torch.zeros(1, len(P)),
-                                 points=torch.zeros(1, len(P), 3), inv_cov=torch.zeros(1, len(P), 3, 3),
-                                 scores=torch.zeros(1, len(P)), descriptors=desc,
-                                 valid=torch.ones(1, len(P), dtype=torch.bool))
+            n = desc.shape[1]
+            kp = StereoKeypoints(uv=torch.zeros(1, n, 2), disparity=torch.zeros(1, n),
+                                 points=torch.zeros(1, n, 3), inv_cov=torch.zeros(1, n, 3, 3),
+                                 scores=torch.zeros(1, n), descriptors=desc,
+                                 valid=torch.ones(1, n, dtype=torch.bool))
             order = self.map.candidates(kp, k=cfg.map_candidates)
         best = None
         for i in order:
-            res = self._register(P, sigma, desc, self._map_keyframe(int(i)), stamp_ns)
+            res = register(self._map_keyframe(int(i)))
             if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
                 best = res
             if res.trusted and res.inliers >= 3 * cfg.min_inliers and not cfg.exhaustive:
                 break
+        if best is None:
+            return self._fail(stamp_ns, ERROR, "no candidate keyframe (no place signature fits)", desc.shape[1])
         if best.T is not None and best.trusted:
             self.last_T = best.T
         if not tracking:
@@ -243,7 +271,7 @@ class Tracker:
 
     # ----- one registration -----
     def _register(self, P, sigma, desc, kf: _Keyframe, stamp_ns: int) -> TrackResult:
-        from sdpr_loc.geometry.registration import ransac, register
+        """Keypoint-to-keypoint descriptor matches with the keyframe, then :meth:`_solve`."""
         from sdpr_loc.vision.matching import hard_match
 
         cfg = self.config
@@ -259,18 +287,44 @@ class Tracker:
         if nm < cfg.min_matches:
             return self._fail(stamp_ns, ERROR, f"too few descriptor matches with keyframe "
                               f"({nm} < {cfg.min_matches})", n, matches=nm, keyframe=kf.index)
-        src, trg = P[m], kf.points[j]
-        S_src, S_trg = sigma[m], kf.sigma[j]
+        return self._solve(P[m], sigma[m], kf.points[j], kf.sigma[j], kf, n, nm, stamp_ns, t0)
+
+    def _register_dense(self, frame, n: int, kf: _Keyframe, stamp_ns: int) -> TrackResult:
+        """Keyframe keypoints matched densely in the live frame, then :meth:`_solve`."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        dm = frame.match(kf.descriptors[0])
+        ok = dm.valid & np.isfinite(dm.points).all(1) & (dm.points[:, 2] > 0)
+        S_src, m = _covariances(dm.inv_cov, ok)
+        nm = int(m.sum())
+        if nm < cfg.min_matches:
+            return self._fail(stamp_ns, ERROR, f"too few dense matches with keyframe "
+                              f"({nm} < {cfg.min_matches})", n, matches=nm, keyframe=kf.index)
+        return self._solve(dm.points[m], S_src[m], kf.points[m], kf.sigma[m], kf, n, nm, stamp_ns, t0)
+
+    def _solve(self, src, S_src, trg, S_trg, kf: _Keyframe, n: int, nm: int, stamp_ns: int,
+               t0: float) -> TrackResult:
+        """RANSAC + (certified) registration of live points ``src`` onto keyframe points ``trg``
+        (covariances ``S_src``, ``S_trg``), the Laplace covariance and the verdict."""
+        from sdpr_loc.geometry.registration import ransac, register
+
+        cfg = self.config
         W0 = np.linalg.inv(S_trg + S_src)
+        # Horn/SVD takes scalar weights only: the inverse mean variance of each match (what a user
+        # of the closed form would do); the other methods use the full 3x3 information matrices
+        w = np.ones(len(src))
+        if cfg.registration == "svd":
+            w = 3.0 / np.trace(S_trg + S_src, axis1=1, axis2=2)
+            w = w / w.max()
         T = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]  # noqa: E731
         try:
-            reg, inl = ransac(T(src), T(trg), inv_cov=T(W0), threshold=cfg.ransac_threshold,
+            reg, inl = ransac(T(src), T(trg), weights=T(w), inv_cov=T(W0), threshold=cfg.ransac_threshold,
                               iterations=cfg.ransac_iterations, generator=self._gen, method=cfg.registration)
             R = reg.R[0].numpy()
             if _angle_deg(R) > 1.0:  # re-weight with the source covariance rotated into place
                 W = np.linalg.inv(S_trg + R @ S_src @ R.T)
                 init = reg.T.detach()
-                reg = register(T(src), T(trg), weights=inl.to(torch.float64), inv_cov=T(W), init=init,
+                reg = register(T(src), T(trg), weights=inl.to(torch.float64) * T(w), inv_cov=T(W), init=init,
                                method=cfg.registration)
             else:
                 W = W0

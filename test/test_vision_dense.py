@@ -1,0 +1,66 @@
+"""Dense matching of map keypoints in a live frame (vision/dense.py) against ground truth."""
+import numpy as np
+import pytest
+import torch
+
+from sdpr_loc.data.synth import make_world, render_drive
+from sdpr_loc.vision.dense import DenseFrame
+from sdpr_loc.vision.frontend import default_model_path, load_model
+from sdpr_loc.vision.pipeline import extract_keypoints
+
+
+@pytest.fixture(scope="module")
+def setup():
+    network, cfg, _ = load_model(str(default_model_path()), "cpu")
+    frames = list(render_drive(make_world(11), "teach", "day", frames=4, seed=0))
+    return network, cfg, frames
+
+
+def _valid(kp):
+    kp = kp.detach()
+    v = kp.valid[0]
+    return kp.uv[0][v].numpy(), kp.points[0][v].double().numpy(), kp.descriptors[0][v]
+
+
+def test_keypoints_of_the_same_frame_find_themselves(setup):
+    network, cfg, frames = setup
+    fr = frames[0]
+    live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
+    uv, P, desc = _valid(live.keypoints)
+    m = live.match(desc)
+    assert m.valid.mean() > 0.5
+    err = np.linalg.norm(m.uv[m.valid] - uv[m.valid], axis=1)
+    assert np.median(err) < 0.75, np.median(err)
+    rel = np.linalg.norm(m.points[m.valid] - P[m.valid], axis=1) / P[m.valid, 2]
+    assert np.median(rel) < 0.02
+    assert np.isfinite(m.inv_cov[m.valid]).all() and (np.linalg.eigvalsh(m.inv_cov[m.valid])[:, 0] > 0).all()
+
+
+def test_matches_in_a_moved_frame_follow_the_ground_truth_motion(setup):
+    """Keypoints of frame 0 matched densely in frame 3 (1.5 m further): the matched live points
+    agree with the frame-0 points moved by the true relative pose."""
+    network, cfg, frames = setup
+    kf, fr = frames[0], frames[3]
+    uv0, P0, desc = _valid(extract_keypoints(network, kf.left, kf.right, kf.camera, cfg))
+    m = DenseFrame(network, fr.left, fr.right, fr.camera, cfg).match(desc)
+    assert m.valid.sum() >= 30
+    T_live_kf = np.linalg.inv(fr.pose) @ kf.pose
+    expected = P0 @ T_live_kf[:3, :3].T + T_live_kf[:3, 3]
+    uv_exp = np.stack([fr.camera.fx * expected[:, 0] / expected[:, 2] + fr.camera.cx,
+                       fr.camera.fy * expected[:, 1] / expected[:, 2] + fr.camera.cy], -1)
+    px = np.linalg.norm(m.uv[m.valid] - uv_exp[m.valid], axis=1)
+    assert np.mean(px < 3.0) > 0.6, np.percentile(px, [25, 50, 75])
+
+
+def test_bad_descriptors_are_named_and_empty_is_empty(setup):
+    network, cfg, frames = setup
+    fr = frames[0]
+    live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
+    with pytest.raises(ValueError, match="descriptors must be"):
+        live.match(torch.zeros(5, 3))
+    empty = live.match(torch.zeros(0, live.descriptor_dim))
+    assert empty.valid.shape == (0,) and empty.points.shape == (0, 3)
+    with pytest.raises(ValueError, match="one left and one right"):
+        DenseFrame(network, fr.left, fr.right[:-2], fr.camera, cfg)
+    with pytest.raises(ValueError, match="ratio"):
+        DenseFrame(network, fr.left, fr.right, fr.camera, cfg, ratio=1.5)
