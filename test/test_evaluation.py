@@ -32,10 +32,11 @@ def test_build_map_and_eval_ground_truth_perfect_case(teach_bag, tmp_path):
     assert cli(["build-map", "--teach", str(teach_bag), "--model", model, "--out", str(map_path),
                 "--device", "cpu", "--every-m", "0.01"]) == 0
     out = tmp_path / "eval"
+    methods = ["learned-certified", "learned-svd", "learned-keypoints", "orb-ransac"]
     assert cli(["eval", "--map", str(map_path), "--repeat", str(teach_bag), "--teach", str(teach_bag),
-                "--model", model, "--out", str(out), "--device", "cpu"]) == 0
+                "--model", model, "--out", str(out), "--device", "cpu", "--methods", ",".join(methods)]) == 0
     rows = {r["method"]: r for r in _rows(out / "eval.csv")}
-    assert set(rows) == {"learned-certified", "learned-svd", "orb-ransac"}
+    assert set(rows) == set(methods)
     for name, r in rows.items():
         assert 0.0 <= float(r["certified_rate"]) <= 1.0
         assert float(r["localized_rate"]) >= 0.8, (name, r)
@@ -43,7 +44,7 @@ def test_build_map_and_eval_ground_truth_perfect_case(teach_bag, tmp_path):
     assert float(rows["learned-certified"]["certified_of_localized"]) == 1.0
     assert float(rows["learned-svd"]["certified_rate"]) == 0.0  # the baseline never claims a certificate
     frames = _rows(out / "eval_frames.csv")
-    assert len(frames) == 3 * 14
+    assert len(frames) == len(methods) * 14
     assert all(math.isfinite(float(f["trans_err_m"])) for f in frames if f["localized"] == "1")
     assert (out / "eval.png").stat().st_size > 10_000
 

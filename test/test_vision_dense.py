@@ -72,3 +72,29 @@ def test_bad_descriptors_are_named_and_empty_is_empty(setup):
     with pytest.raises(ValueError, match="ratio"):
         DenseFrame(network, fr.left, fr.right, fr.camera, cfg, ratio=1.5)
 
+
+
+def test_tracker_localizes_densely_and_reports_bad_maps(setup):
+    """Map of frames 0, 2 (day); frame 1 localized by dense matching without any prior (place
+    signature), certified and within 10 cm of ground truth; an ORB map is refused with a reason."""
+    from sdpr_loc.data.maps import build_map
+    from sdpr_loc.vision.frontend import make_extractor
+    from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig
+
+    network, cfg, frames = setup
+    extract, _ = make_extractor("network", device="cpu")
+    kmap = build_map([frames[0], frames[2]], extract, every_m=0.01, frontend="network")
+    tracker = Tracker(TrackerConfig(mode="map", exhaustive=True), kmap)
+    fr = frames[1]
+    res = tracker.process_dense(DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
+    assert res.certified and res.trusted, res.reason
+    assert "place signature" in res.reason
+    assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.1
+    orb, _ = make_extractor("orb")
+    orb_map = build_map([frames[0], frames[2]], orb, every_m=0.01, frontend="orb")
+    bad = Tracker(TrackerConfig(mode="map"), orb_map).process_dense(
+        DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
+    assert bad.level == ERROR and bad.T is None and "descriptor length" in bad.reason
+    with pytest.raises(ValueError, match="map"):
+        Tracker(TrackerConfig(mode="odometry")).process_dense(
+            DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
