@@ -12,10 +12,12 @@ the live camera, ready for RANSAC and the certified registration.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
+from .keypoints import StereoKeypoints
 from .matching import as_cameras, stereo_match, stereo_points
 from .network import KeypointNet
 from .pipeline import LocalizerConfig, _as_image_batch, _keypoints
@@ -41,8 +43,8 @@ class DenseMatches:
 class DenseFrame:
     """A live stereo frame run through the network once, matched against any number of keyframes.
 
-    ``keypoints`` (B = 1, on CPU) are the frame's own stereo keypoints (for place recognition
-    and for keypoint-to-keypoint uses). ratio: Lowe's test on descriptor distances between the
+    ``keypoints`` (B = 1, on CPU) are the frame's own stereo keypoints, computed on first use
+    (place recognition when tracking is lost; not needed while tracking). ratio: Lowe's test on descriptor distances between the
     best pixel and the best pixel farther than ``radius`` pixels from it. window: +- pixels of
     the sub-pixel soft-argmax around the peak.
     """
@@ -65,8 +67,11 @@ class DenseFrame:
         with torch.inference_mode():
             self.left, self.right = network(lt), network.encode(rt)
             self.dense = network.dense_descriptors(self.left)[0]          # (D, H, W)
-            self.keypoints = _keypoints(network, self.left, self.right, self.cameras,
-                                        self.config).detach().to("cpu")
+
+    @cached_property
+    def keypoints(self) -> StereoKeypoints:
+        with torch.inference_mode():
+            return _keypoints(self.network, self.left, self.right, self.cameras, self.config).detach().to("cpu")
 
     @property
     def descriptor_dim(self) -> int:

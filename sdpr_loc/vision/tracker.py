@@ -180,7 +180,7 @@ class Tracker:
             return self._fail(stamp_ns, ERROR, f"too few usable keypoints ({n} < {self.config.min_inliers}): "
                               "dark, blurred or textureless frame", n)
         if self.config.mode == "map":
-            return self._process_map(P, sigma, desc, stamp_ns)
+            return self._process_map(kp, P, sigma, desc, stamp_ns)
         return self._process_odometry(P, sigma, desc, stamp_ns)
 
     def _fail(self, stamp_ns: int, level: int, reason: str, n: int, **kw) -> TrackResult:
@@ -221,38 +221,35 @@ class Tracker:
             self._map_cache[i] = _Keyframe(self.map.poses[i], np.zeros((6, 6)), P, sigma, desc, int(i))
         return self._map_cache[i]
 
-    def _process_map(self, P, sigma, desc, stamp_ns) -> TrackResult:
+    def _process_map(self, kp: StereoKeypoints, P, sigma, desc, stamp_ns) -> TrackResult:
         if desc.shape[-1] != self.map.descriptor_dim:
             return self._fail(stamp_ns, ERROR, f"descriptor length {desc.shape[-1]} differs from the map's "
                               f"{self.map.descriptor_dim} (map built with frontend {self.map.frontend!r})", len(P))
-        return self._search_map(desc, lambda kf: self._register(P, sigma, desc, kf, stamp_ns), stamp_ns)
+        return self._search_map(lambda: kp, lambda kf: self._register(P, sigma, desc, kf, stamp_ns),
+                                stamp_ns, len(P))
 
     def process_dense(self, frame, stamp_ns: int) -> TrackResult:
         """Map mode with dense matching: each candidate keyframe's keypoints are matched against
         ``frame`` (:class:`~sdpr_loc.vision.dense.DenseFrame`, the live frame's network outputs),
-        as the network was trained. Never raises on bad data: it reports it."""
+        as the network was trained. ``TrackResult.keypoints`` counts the keyframe keypoints searched.
+        Never raises on bad data: it reports it."""
         if self.config.mode != "map":
             raise ValueError("dense matching localizes against a map: use mode 'map'")
-        P, _, _, desc = _usable(frame.keypoints)
         if frame.descriptor_dim != self.map.descriptor_dim:
             return self._fail(stamp_ns, ERROR, f"descriptor length {frame.descriptor_dim} differs from the "
-                              f"map's {self.map.descriptor_dim} (map built with frontend {self.map.frontend!r})",
-                              len(P))
-        return self._search_map(desc, lambda kf: self._register_dense(frame, len(P), kf, stamp_ns), stamp_ns)
+                              f"map's {self.map.descriptor_dim} (map built with frontend {self.map.frontend!r})", 0)
+        return self._search_map(lambda: frame.keypoints,
+                                lambda kf: self._register_dense(frame, kf, stamp_ns), stamp_ns, 0)
 
-    def _search_map(self, desc: torch.Tensor, register, stamp_ns: int) -> TrackResult:
-        """Try the candidate keyframes (nearest the last pose, or by place signature when lost)."""
+    def _search_map(self, place_keypoints, register, stamp_ns: int, n: int) -> TrackResult:
+        """Try the candidate keyframes: nearest the last pose, or when lost the best place
+        signatures of ``place_keypoints()`` (the live frame's keypoints, only computed then)."""
         cfg = self.config
         tracking = self.last_T is not None and self.lost <= cfg.max_lost
         if tracking:
             order = self.map.nearest(self.last_T, k=cfg.map_candidates)
         else:
-            n = desc.shape[1]
-            kp = StereoKeypoints(uv=torch.zeros(1, n, 2), disparity=torch.zeros(1, n),
-                                 points=torch.zeros(1, n, 3), inv_cov=torch.zeros(1, n, 3, 3),
-                                 scores=torch.zeros(1, n), descriptors=desc,
-                                 valid=torch.ones(1, n, dtype=torch.bool))
-            order = self.map.candidates(kp, k=cfg.map_candidates)
+            order = self.map.candidates(place_keypoints(), k=cfg.map_candidates)
         best = None
         for i in order:
             res = register(self._map_keyframe(int(i)))
@@ -261,7 +258,7 @@ class Tracker:
             if res.trusted and res.inliers >= 3 * cfg.min_inliers and not cfg.exhaustive:
                 break
         if best is None:
-            return self._fail(stamp_ns, ERROR, "no candidate keyframe (no place signature fits)", desc.shape[1])
+            return self._fail(stamp_ns, ERROR, "no candidate keyframe (no place signature fits)", n)
         if best.T is not None and best.trusted:
             self.last_T = best.T
         if not tracking:
@@ -289,9 +286,10 @@ class Tracker:
                               f"({nm} < {cfg.min_matches})", n, matches=nm, keyframe=kf.index)
         return self._solve(P[m], sigma[m], kf.points[j], kf.sigma[j], kf, n, nm, stamp_ns, t0)
 
-    def _register_dense(self, frame, n: int, kf: _Keyframe, stamp_ns: int) -> TrackResult:
+    def _register_dense(self, frame, kf: _Keyframe, stamp_ns: int) -> TrackResult:
         """Keyframe keypoints matched densely in the live frame, then :meth:`_solve`."""
         cfg = self.config
+        n = len(kf.points)
         t0 = time.perf_counter()
         dm = frame.match(kf.descriptors[0])
         ok = dm.valid & np.isfinite(dm.points).all(1) & (dm.points[:, 2] > 0)
