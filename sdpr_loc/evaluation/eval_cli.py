@@ -19,11 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="", help="network checkpoint (default: the packaged model)")
     parser.add_argument("--out", type=Path, default=Path("out/eval"), help="folder for CSV and PNG")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--search", default="guided", choices=("guided", "exhaustive"),
+                        help="dense matching with a pose prior: windows around the predicted pixels "
+                             "(guided, what the nodes run) or every pixel (exhaustive)")
+    parser.add_argument("--kidnapped", action="store_true",
+                        help="no prior for the first frame: it must relocalize by place signature")
 
 
 def run(args: argparse.Namespace) -> int:
     from sdpr_loc.data.bags import StereoBag
     from sdpr_loc.data.maps import KeyframeMap
+
+    from sdpr_loc.vision.tracker import TrackerConfig
 
     from .build_map_cli import build
     from .localize import check_method, run_method
@@ -47,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         for m in methods:
             with tqdm(total=len(bag), desc=m, unit="frame") as bar:
                 per_frame[m] = run_method(m, maps[METHODS[m][0]], bag, model_path=args.model,
-                                          device=args.device, progress=bar)
+                                          device=args.device, progress=bar, prior=not args.kidnapped,
+                                          tracker_config=TrackerConfig(guided=args.search == "guided"))
     rows = [summarize(m, r) for m, r in per_frame.items()]
     print(table(rows))
     csv_path, frames_csv = write_csv(args.out / "eval.csv", rows, per_frame)

@@ -10,8 +10,10 @@ Methods (front end, matching, pose block):
   orb-ransac         OpenCV ORB + stereo depth, descriptor matching, RANSAC (3-point Horn) and a
                      Gauss-Newton refinement with the stereo covariances on the inliers
 
-Each frame is matched against the keyframes nearest the previous accepted pose (the first frame's
-prior is its ground truth), as a vehicle repeating a taught route would; offline, every candidate
+Each frame is matched against the keyframes nearest the predicted pose (constant velocity from the
+previous accepted poses; the first frame's prior is its ground truth unless kidnapped), as a
+vehicle repeating a taught route would; dense matching searches windows around the predicted
+pixels (``TrackerConfig.guided``; exhaustive when there is no prediction). Offline, every candidate
 keyframe is tried and the registration with the most inliers is kept.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Iterable
 import numpy as np
 
 from sdpr_loc.data.maps import KeyframeMap
-from sdpr_loc.vision.frontend import make_extractor
+from sdpr_loc.vision.frontend import make_frames
 from sdpr_loc.vision.tracker import Tracker, TrackerConfig
 
 METHODS = {  # name: (front end, matching, registration)
@@ -63,34 +65,29 @@ def check_method(name: str) -> tuple[str, str, str]:
 
 
 def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str = "", device: str = "cpu",
-               tracker_config: TrackerConfig | None = None, progress=None) -> list[FrameResult]:
-    """Localize ``frames`` (StereoFrame with ground-truth pose) against ``kmap`` with method ``name``."""
+               tracker_config: TrackerConfig | None = None, progress=None, prior: bool = True) -> list[FrameResult]:
+    """Localize ``frames`` (StereoFrame with ground-truth pose) against ``kmap`` with method ``name``.
+
+    prior: the first frame starts from its ground-truth pose (a vehicle starting where the route
+    starts); False: it starts with no prior and must relocalize (kidnapped).
+    """
     frontend, matching, registration = check_method(name)
     if kmap.frontend not in ("unknown", frontend):
         raise ValueError(f"method {name!r} uses {frontend!r} descriptors but the map was built with "
                          f"{kmap.frontend!r}")
-    if matching == "dense":
-        from sdpr_loc.vision.dense import DenseFrame
-        from sdpr_loc.vision.frontend import load_model
-
-        network, cfg, _ = load_model(model_path, device)
-    else:
-        extract, _ = make_extractor(frontend, model_path=model_path, device=device)
+    make_frame, matching_config, _ = make_frames(frontend, matching, model_path=model_path, device=device)
     base = tracker_config or TrackerConfig()
     # offline: every method tries all candidate keyframes and keeps the best (same search for all)
     tracker = Tracker(TrackerConfig(**{**base.__dict__, "mode": "map", "registration": registration,
-                                       "exhaustive": True}), kmap)
+                                       "exhaustive": True}), kmap, matching=matching_config)
     out: list[FrameResult] = []
     for i, fr in enumerate(frames):
         if fr.pose is None:
             raise ValueError(f"frame {i} (stamp {fr.stamp_ns}) has no ground-truth pose: cannot evaluate")
-        if i == 0:
-            tracker.last_T = np.asarray(fr.pose, dtype=np.float64)  # prior for the first frame
+        if i == 0 and prior:
+            tracker.set_pose(np.asarray(fr.pose, dtype=np.float64), int(fr.stamp_ns))  # the first frame's prior
         t0 = time.perf_counter()
-        if matching == "dense":
-            res = tracker.process_dense(DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
-        else:
-            res = tracker.process(extract(fr.left, fr.right, fr.camera), fr.stamp_ns)
+        res = tracker.process(make_frame(fr.left, fr.right, fr.camera), fr.stamp_ns)
         ms = 1e3 * (time.perf_counter() - t0)
         ok = res.T is not None and res.trusted
         out.append(FrameResult(stamp_ns=int(fr.stamp_ns), T_gt=np.asarray(fr.pose, dtype=np.float64),

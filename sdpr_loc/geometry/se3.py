@@ -26,6 +26,7 @@ __all__ = [
     "hat", "vee", "so3_exp", "so3_log", "se3_exp", "se3_log", "make_T", "split_T", "compose",
     "inverse", "transform_points", "rotation_angle", "translation_distance", "pose_error",
     "quaternion_from_R", "R_from_quaternion", "random_rotation",
+    "hat_np", "so3_log_np", "se3_exp_np", "se3_log_np", "rotation_angle_deg", "adjoint_np",
 ]
 
 # Below this squared angle the Taylor series (4 terms, truncation ~1e-15 relative) replace the
@@ -320,3 +321,57 @@ def random_rotation(batch: int | Sequence[int] = (), generator: torch.Generator 
     # A Gaussian 4-vector is exactly zero with probability zero; guard anyway.
     q = torch.where(_safe_norm(q)[..., None] > 0, q, torch.ones_like(q))
     return R_from_quaternion(q)
+
+
+# --------------------------------------------------------------------------------------------
+# numpy front doors (nodes, tracker, evaluation work in float64 numpy): the torch maps above
+# --------------------------------------------------------------------------------------------
+def _np(fn, *arrays):
+    import numpy as np
+
+    out = fn(*(torch.tensor(np.asarray(a, dtype=np.float64)) for a in arrays))
+    return out.numpy()
+
+
+def hat_np(w):
+    """numpy :func:`hat`: ``(..., 3)`` -> ``(..., 3, 3)``."""
+    return _np(hat, w)
+
+
+def so3_log_np(R):
+    """numpy :func:`so3_log` (accurate near pi)."""
+    return _np(so3_log, R)
+
+
+def se3_exp_np(xi):
+    """numpy :func:`se3_exp`."""
+    return _np(se3_exp, xi)
+
+
+def se3_log_np(T):
+    """numpy :func:`se3_log`."""
+    return _np(se3_log, T)
+
+
+def rotation_angle_deg(R1, R2=None) -> float | object:
+    """Geodesic angle in degrees between rotations ``R1`` and ``R2`` (numpy ``(..., 3, 3)``;
+    ``R2`` defaults to the identity), via :func:`rotation_angle`."""
+    import numpy as np
+
+    R1 = np.asarray(R1, dtype=np.float64)
+    R2 = np.broadcast_to(np.eye(3), R1.shape) if R2 is None else np.asarray(R2, dtype=np.float64)
+    out = np.degrees(_np(rotation_angle, R1, R2))
+    return float(out) if out.ndim == 0 else out
+
+
+def adjoint_np(T):
+    """Adjoint ``(6, 6)`` of ``T (4, 4)`` for twists ordered (translation, rotation):
+    ``[[R, [t]x R], [0, R]]`` (moves a left-perturbation covariance between frames)."""
+    import numpy as np
+
+    T = np.asarray(T, dtype=np.float64)
+    R, t = T[:3, :3], T[:3, 3]
+    A = np.zeros((6, 6))
+    A[:3, :3] = A[3:, 3:] = R
+    A[:3, 3:] = hat_np(t) @ R
+    return A

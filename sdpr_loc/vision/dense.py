@@ -1,13 +1,24 @@
-"""Map keypoints matched against a live frame's dense descriptors: how the network was trained.
+"""Keyframe keypoints matched in a live frame's dense descriptors: how the network was trained.
 
 Training soft-matches one frame's keypoints against every pixel of the other frame
 (:func:`~sdpr_loc.vision.matching.soft_match`, with ``keypoints_from = keyframe``: the
 keyframe's keypoints against the live frame). Matching keypoint to keypoint instead needs the
 detector to fire at the same 3D points in both frames, which nothing trains. :class:`DenseFrame`
-deploys the trained task: each stored map keypoint finds its best pixel in the live left image
+deploys the trained task: each keyframe keypoint finds its best pixel in the live left image
 (ratio test against the best pixel outside a small radius, sub-pixel soft-argmax around the
 peak), then its disparity in the live right image, then its 3D point and inverse covariance in
 the live camera, ready for RANSAC and the certified registration.
+
+Two searches, one answer:
+
+* **exhaustive** (no pose prior: start-up, relocalization): every pixel, from the full-resolution
+  descriptor map (built on first use; ~0.2 s per keyframe on one CPU core);
+* **guided** (a pose prior): each keypoint is projected into the live image and only a window of
+  ``radius`` pixels around the prediction is searched, with descriptors sampled at the window's
+  pixels only (the full map is never built). Sampling at a pixel gives the same descriptor as the
+  full map there, so when the exhaustive peak lies inside the window both searches return the same
+  pixel and sub-pixel position. A peak on the window's border is not a local maximum of the
+  window (the true one may lie outside): it is rejected.
 """
 from __future__ import annotations
 
@@ -17,10 +28,11 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from .frames import Correspondences, Guide, Keyframe, PosePrior, covariances, search_windows
 from .keypoints import StereoKeypoints
 from .matching import as_cameras, stereo_match, stereo_points
-from .network import KeypointNet
-from .pipeline import LocalizerConfig, _as_image_batch, _keypoints
+from .network import KeypointNet, sample_map
+from .pipeline import LocalizerConfig, as_image_batch, stereo_keypoints
 
 Tensor = torch.Tensor
 
@@ -29,7 +41,7 @@ __all__ = ["DenseFrame", "DenseMatches"]
 
 @dataclass
 class DenseMatches:
-    """For M map keypoints: live pixel ``uv (M, 2)``, live 3D point ``points (M, 3)`` and
+    """For M keyframe keypoints: live pixel ``uv (M, 2)``, live 3D point ``points (M, 3)`` and
     ``inv_cov (M, 3, 3)`` (float64), descriptor cosine ``similarity (M,)`` and ``valid (M,)``
     (passed the ratio test and found a disparity)."""
 
@@ -39,72 +51,179 @@ class DenseMatches:
     similarity: np.ndarray
     valid: np.ndarray
 
+    @classmethod
+    def empty(cls, M: int = 0) -> "DenseMatches":
+        z = np.zeros
+        return cls(z((M, 2)), z((M, 3)), z((M, 3, 3)), z(M), z(M, dtype=bool))
+
 
 class DenseFrame:
     """A live stereo frame run through the network once, matched against any number of keyframes.
 
     ``keypoints`` (B = 1, on CPU) are the frame's own stereo keypoints, computed on first use
-    (place recognition when tracking is lost; not needed while tracking). ratio: Lowe's test on descriptor distances between the
-    best pixel and the best pixel farther than ``radius`` pixels from it. window: +- pixels of
-    the sub-pixel soft-argmax around the peak.
+    (a new keyframe, place recognition). The matching settings (ratio test, peak radius,
+    sub-pixel window, temperatures) are the model's :class:`LocalizerConfig`.
     """
 
-    def __init__(self, network: KeypointNet, left, right, camera, config: LocalizerConfig | None = None,
-                 ratio: float = 0.9, radius: int = 4, window: int = 2):
-        if not 0 < ratio <= 1:
-            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
-        if radius < 1 or window < 1:
-            raise ValueError(f"radius and window must be >= 1, got {radius}, {window}")
+    def __init__(self, network: KeypointNet, left, right, camera, config: LocalizerConfig | None = None):
         self.network, self.config = network, config or LocalizerConfig()
-        self.ratio, self.radius, self.window = float(ratio), int(radius), int(window)
         device = next(network.parameters()).device
-        lt = _as_image_batch(left, device, "left")
-        rt = _as_image_batch(right, device, "right")
+        lt = as_image_batch(left, device, "left")
+        rt = as_image_batch(right, device, "right")
         if lt.shape != rt.shape or lt.shape[0] != 1:
             raise ValueError(f"need one left and one right image of one shape, got {tuple(lt.shape)} "
                              f"and {tuple(rt.shape)}")
         self.cameras = as_cameras(camera, 1)
+        self.camera = self.cameras[0]
         with torch.inference_mode():
             self.left, self.right = network(lt), network.encode(rt)
-            self.dense = network.dense_descriptors(self.left)[0]          # (D, H, W)
+        self.size = self.left.size                                       # (H, W)
+
+    @cached_property
+    def dense(self) -> Tensor:
+        """(D, H, W) unit descriptors of every pixel (exhaustive search only)."""
+        with torch.inference_mode():
+            return self.network.dense_descriptors(self.left)[0]
 
     @cached_property
     def keypoints(self) -> StereoKeypoints:
         with torch.inference_mode():
-            return _keypoints(self.network, self.left, self.right, self.cameras, self.config).detach().to("cpu")
+            return stereo_keypoints(self.network, self.left, self.right, self.cameras,
+                                    self.config).detach().to("cpu")
 
     @property
     def descriptor_dim(self) -> int:
-        return int(self.dense.shape[0])
+        return int(self.network.config.feature_dim)
 
-    def match(self, descriptors: Tensor) -> DenseMatches:
-        """Live correspondences of map keypoints with unit ``descriptors (M, D)``."""
-        D, H, W = self.dense.shape
+    # ------------------------------------------------------------------------------------------
+    def correspond(self, kf: Keyframe, prior: PosePrior | None = None) -> Correspondences:
+        """The keyframe's keypoints found in this frame: guided by ``prior``, else exhaustive."""
+        guide = None if prior is None else search_windows(kf.points, prior, self.camera, self.size)
+        dm = self.match(kf.descriptors, guide)
+        ok = dm.valid & np.isfinite(dm.points).all(1) & (dm.points[:, 2] > 0)
+        S, m = covariances(dm.inv_cov, ok)
+        return Correspondences(dm.points[m], S[m], np.flatnonzero(m), len(kf.points))
+
+    def match(self, descriptors: Tensor, guide: Guide | None = None) -> DenseMatches:
+        """Live correspondences of keyframe keypoints with unit ``descriptors (M, D)``: exhaustive
+        without ``guide``, else searched in the guide's windows."""
+        D = self.descriptor_dim
         if descriptors.dim() != 2 or descriptors.shape[1] != D:
             raise ValueError(f"descriptors must be (M, {D}), got {tuple(descriptors.shape)}")
         M = descriptors.shape[0]
+        if guide is not None and not (len(guide.uv) == len(guide.radius) == len(guide.inside) == M):
+            raise ValueError(f"guide must hold one window per descriptor ({M}), got {len(guide.uv)}")
         if M == 0:
-            z = np.zeros
-            return DenseMatches(z((0, 2)), z((0, 3)), z((0, 3, 3)), z(0), z(0, dtype=bool))
+            return DenseMatches.empty()
+        if guide is None:
+            return self._finish(*self._exhaustive(descriptors), np.ones(M, dtype=bool))
+        take = np.flatnonzero(guide.inside)
+        out = DenseMatches.empty(M)
+        if len(take):
+            got = self._finish(*self._windowed(descriptors[torch.from_numpy(take)], guide.uv[take],
+                                               guide.radius[take]), np.ones(len(take), dtype=bool))
+            for name in ("uv", "points", "inv_cov", "similarity", "valid"):
+                getattr(out, name)[take] = getattr(got, name)
+        return out
+
+    def _exhaustive(self, descriptors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(uv (M, 2), best cosine (M,), unique (M,)) over every pixel."""
+        D, H, W = self.dense.shape
+        M = descriptors.shape[0]
         cfg, dev = self.config, self.dense.device
         with torch.inference_mode():
             corr = descriptors.to(dev, self.dense.dtype) @ self.dense.reshape(D, H * W)   # (M, HW)
             best, arg = corr.max(-1)
             bu, bv = arg % W, torch.div(arg, W, rounding_mode="floor")
             # second best: the best pixel outside the peak's (2 radius + 1)^2 neighbourhood
-            r = torch.arange(-self.radius, self.radius + 1, device=dev)
+            r = torch.arange(-int(cfg.peak_radius), int(cfg.peak_radius) + 1, device=dev)
             nu = (bu[:, None, None] + r[None, None, :]).clamp(0, W - 1)
             nv = (bv[:, None, None] + r[None, :, None]).clamp(0, H - 1)
             second = corr.scatter(1, (nv * W + nu).reshape(M, -1), -2.0).max(-1).values
-            dist = lambda s: torch.sqrt((2 - 2 * s).clamp_min(0))  # noqa: E731 (unit vectors)
-            unique = dist(best) < self.ratio * dist(second)
-            # sub-pixel: soft-argmax (the training temperature) over the peak's window
-            w = torch.arange(-self.window, self.window + 1, device=dev)
+            w = torch.arange(-int(cfg.subpixel_window), int(cfg.subpixel_window) + 1, device=dev)
             U = (bu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
             V = (bv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
-            lin = (V * W + U).reshape(M, -1)
-            p = torch.softmax(corr.gather(1, lin) / cfg.match_temperature, -1)
-            uv = torch.stack([(p * U.reshape(M, -1)).sum(-1), (p * V.reshape(M, -1)).sum(-1)], -1)[None].float()
+            uv = self._subpixel(corr.gather(1, (V * W + U).reshape(M, -1)), U, V)
+        return uv, best, self._unique(best, second)
+
+    def _windowed(self, descriptors: Tensor, uv_pred: np.ndarray, radius: np.ndarray
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+        """(uv (M, 2), best cosine (M,), unique (M,)) searched within ``radius`` of ``uv_pred``.
+
+        Two passes of descriptor sampling, all keypoints at once: the integer pixels of each
+        keypoint's own window (peak and ratio test), then the sub-pixel window around each peak.
+        Window pixels outside the image are not searched; the sub-pixel window clamps at the
+        image border like the exhaustive search.
+        """
+        cfg, dev = self.config, self.left.features[0].device
+        H, W = self.size
+        M = descriptors.shape[0]
+        R = int(np.max(radius))
+        o = torch.arange(-R, R + 1, device=dev)
+        ou, ov = o[None, :].expand(len(o), -1).reshape(-1), o[:, None].expand(-1, len(o)).reshape(-1)
+        c = torch.from_numpy(np.rint(uv_pred)).to(dev).long()                 # (M, 2) window centres
+        U, V = c[:, :1] + ou[None], c[:, 1:] + ov[None]                        # (M, K)
+        rad = torch.from_numpy(np.asarray(radius)).to(dev)[:, None]
+        search = (U >= 0) & (U < W) & (V >= 0) & (V < H) & (ou.abs()[None] <= rad) & (ov.abs()[None] <= rad)
+        desc = descriptors.to(dev, torch.float32)
+        with torch.inference_mode():
+            corr = self._correlate(desc, U, V).masked_fill(~search, -2.0)
+            best, k = corr.max(-1)
+            bu, bv = ou[k], ov[k]                                               # peak offsets
+            border = (bu.abs() == rad[:, 0]) | (bv.abs() == rad[:, 0])
+            far = ((ou[None] - bu[:, None]).abs() > cfg.peak_radius) | \
+                  ((ov[None] - bv[:, None]).abs() > cfg.peak_radius)
+            second = corr.masked_fill(~far, -2.0).max(-1).values
+            w = torch.arange(-int(cfg.subpixel_window), int(cfg.subpixel_window) + 1, device=dev)
+            pu, pv = c[:, 0] + bu, c[:, 1] + bv
+            GU = (pu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
+            GV = (pv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
+            sub = self._correlate(desc, GU.reshape(M, -1), GV.reshape(M, -1))
+            uv = self._subpixel(sub, GU, GV)
+        return uv, best, self._unique(best, second) & ~border & search.any(-1)
+
+    def _correlate(self, desc: Tensor, U: Tensor, V: Tensor) -> Tensor:
+        """Cosine ``(M, K)`` of ``desc (M, D)`` with the live descriptors at integer pixels
+        ``U, V (M, K)`` (the values the full map holds there).
+
+        Level by level, without building the descriptors: a unit descriptor here is
+        ``(d - mean(d)) / |d - mean(d)|`` of the concatenated levels ``d``, and ``desc`` is centred,
+        so the cosine is ``sum_l desc_l . f_l / sqrt(sum_l |f_l|^2 - (sum_l sum f_l)^2 / D)``.
+        """
+        M, K = U.shape
+        net, out = self.network, self.left
+        if net.project is not None:   # projected descriptors: sample them whole
+            pix = torch.stack([U, V], -1).reshape(1, -1, 2).float()
+            d = net.descriptors(out, pix)[0].reshape(M, K, -1)
+            return torch.einsum("mkd,md->mk", d, desc)
+        pix = torch.stack([U, V], -1).reshape(1, -1, 2).float()
+        dot = torch.zeros(M, K, device=desc.device)
+        sq, s = torch.zeros_like(dot), torch.zeros_like(dot)
+        c0 = 0
+        for f in out.features:
+            v = sample_map(f, pix, out.padded)[0].reshape(M, K, -1)               # (M, K, C_l)
+            C = v.shape[-1]
+            dot += torch.einsum("mkc,mc->mk", v, desc[:, c0:c0 + C])
+            sq += (v * v).sum(-1)
+            s += v.sum(-1)
+            c0 += C
+        return dot / torch.sqrt((sq - s * s / c0).clamp_min(1e-24))
+
+    def _unique(self, best: Tensor, second: Tensor) -> Tensor:
+        dist = lambda s: torch.sqrt((2 - 2 * s).clamp_min(0))  # noqa: E731 (unit vectors)
+        return dist(best) < self.config.ratio * dist(second)
+
+    def _subpixel(self, corr_window: Tensor, U: Tensor, V: Tensor) -> Tensor:
+        """Soft-argmax (the training temperature) of the correlations at pixels ``U, V (M, w, w)``."""
+        M = corr_window.shape[0]
+        p = torch.softmax(corr_window / self.config.match_temperature, -1)
+        return torch.stack([(p * U.reshape(M, -1)).sum(-1), (p * V.reshape(M, -1)).sum(-1)], -1)
+
+    def _finish(self, uv: Tensor, best: Tensor, unique: Tensor, keep: np.ndarray) -> DenseMatches:
+        """Stereo, 3D points and covariances of the live pixels ``uv (M, 2)``."""
+        cfg = self.config
+        with torch.inference_mode():
+            uv = uv[None].float()
             st = stereo_match(self.network, self.left, uv, self.right, int(cfg.max_disparity),
                               cfg.stereo_temperature, int(cfg.disparity_window), cfg.min_stereo_similarity,
                               int(cfg.stereo_levels))
@@ -112,4 +231,4 @@ class DenseFrame:
             valid = unique & ok[0] & st.valid[0]
         np_ = lambda x: x.detach().cpu().numpy()  # noqa: E731
         return DenseMatches(uv=np_(uv[0]).astype(np.float64), points=np_(P[0]), inv_cov=np_(Wm[0]),
-                            similarity=np_(best).astype(np.float64), valid=np_(valid).astype(bool))
+                            similarity=np_(best).astype(np.float64), valid=np_(valid).astype(bool) & keep)

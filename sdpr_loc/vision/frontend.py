@@ -11,9 +11,11 @@ from typing import Callable
 
 from sdpr_loc.vision.keypoints import StereoKeypoints
 
-__all__ = ["make_extractor", "load_model", "resolve_device", "default_model_path", "FRONTENDS"]
+__all__ = ["make_extractor", "make_frames", "load_model", "resolve_device", "default_model_path", "FRONTENDS",
+           "MATCHINGS"]
 
 FRONTENDS = ("orb", "network")
+MATCHINGS = ("dense", "keypoints")
 Extractor = Callable[..., StereoKeypoints]
 
 
@@ -65,6 +67,38 @@ def make_extractor(frontend: str = "orb", model_path: str = "", device: str = "a
             return extract_keypoints(network, left, right, camera, cfg).detach().to("cpu")
 
     return extract, what
+
+
+def make_frames(frontend: str = "network", matching: str = "dense", model_path: str = "",
+                device: str = "auto", max_keypoints: int = 500, max_disparity: int = 80,
+                sigma_px: float = 0.5, min_ncc: float = 0.8):
+    """(make_frame, matching config, description): ``make_frame(left, right, camera)`` is the live
+    frame the :class:`~sdpr_loc.vision.tracker.Tracker` localizes.
+
+    ``network`` + ``dense``: a :class:`~sdpr_loc.vision.dense.DenseFrame` (keyframe keypoints
+    searched in the live dense descriptors, as trained); ``keypoints``: the front end's own
+    keypoints in a :class:`~sdpr_loc.vision.frames.KeypointFrame` (ORB always matches this way).
+    The matching config is the model's (ratio test, RANSAC gate), LocalizerConfig() for ORB.
+    """
+    from sdpr_loc.vision.frames import KeypointFrame
+    from sdpr_loc.vision.pipeline import LocalizerConfig
+
+    if matching not in MATCHINGS:
+        raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
+    if frontend == "network" and matching == "dense":
+        from sdpr_loc.vision.dense import DenseFrame
+
+        network, cfg, what = load_model(model_path, device, max_disparity, sigma_px)
+        return (lambda left, right, camera: DenseFrame(network, left, right, camera, cfg)), cfg, what + ", dense matching"
+    if frontend == "orb" and matching == "dense":
+        raise ValueError("ORB has no dense descriptors: use matching 'keypoints' with frontend 'orb'")
+    extract, what = make_extractor(frontend, model_path, device, max_keypoints, max_disparity, sigma_px, min_ncc)
+    cfg = LocalizerConfig()
+    if frontend == "network":
+        from sdpr_loc.training.checkpoint import load_localizer_config
+
+        cfg = load_localizer_config(str(Path(model_path) if model_path else default_model_path())) or cfg
+    return (lambda left, right, camera: KeypointFrame(extract(left, right, camera), cfg)), cfg, what
 
 
 def load_model(model_path: str = "", device: str = "auto", max_disparity: int = 80, sigma_px: float = 0.5):

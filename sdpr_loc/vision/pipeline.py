@@ -31,7 +31,8 @@ from .network import KeypointNet, NetOutput, check_images
 
 Tensor = torch.Tensor
 
-__all__ = ["LocalizerConfig", "Localizer", "Localization", "extract_keypoints", "POSE_BLOCKS"]
+__all__ = ["LocalizerConfig", "Localizer", "Localization", "extract_keypoints", "stereo_keypoints",
+           "as_image_batch", "POSE_BLOCKS"]
 
 POSE_BLOCKS = ("certified", "svd")
 
@@ -48,8 +49,15 @@ class LocalizerConfig:
     sigma_px: pixel noise for the point covariances.
     covariance: "stereo" (3x3 inverse covariances of the target points) or "isotropic" (identity:
         the scalar-weighted problem that the SVD block solves exactly).
-    ratio, min_similarity, min_score: hard-matching tests (inference).
-    use_ransac, ransac_threshold, ransac_iterations: robust inference (Mahalanobis gate).
+    ratio, min_similarity, min_score: matching tests at inference (Lowe ratio on descriptor
+        distances, minimum cosine, minimum detector score), keypoint to keypoint and dense alike.
+    peak_radius: dense matching's ratio test compares the best pixel with the best one farther
+        than this (px); subpixel_window: +- pixels of the dense sub-pixel soft-argmax.
+    use_ransac, ransac_threshold, ransac_iterations: robust inference (Mahalanobis gate, squared,
+        3 dof: 11.34 is the chi-square 99 % point).
+
+    This one configuration travels in the model checkpoint and is what training, ``sdpr-loc
+    eval``, the tracker and the nodes use for matching.
     """
 
     match_temperature: float = 0.02
@@ -60,12 +68,14 @@ class LocalizerConfig:
     stereo_levels: int = 3
     sigma_px: float = 0.5
     covariance: str = "stereo"
-    ratio: float = 0.95
-    min_similarity: float = 0.3
+    ratio: float = 0.9
+    min_similarity: float = 0.0
     min_score: float = 0.0
     use_ransac: bool = True
-    ransac_threshold: float = 16.0
+    ransac_threshold: float = 11.34
     ransac_iterations: int = 128
+    peak_radius: int = 4
+    subpixel_window: int = 2
 
     def __post_init__(self):
         if self.covariance not in ("stereo", "isotropic"):
@@ -73,6 +83,11 @@ class LocalizerConfig:
         for name in ("match_temperature", "stereo_temperature", "sigma_px", "ransac_threshold"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"LocalizerConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 < float(self.ratio) <= 1:
+            raise ValueError(f"LocalizerConfig.ratio must be in (0, 1], got {self.ratio!r}")
+        if int(self.peak_radius) < 1 or int(self.subpixel_window) < 1:
+            raise ValueError(f"LocalizerConfig.peak_radius and subpixel_window must be >= 1, got "
+                             f"{self.peak_radius}, {self.subpixel_window}")
         if int(self.max_disparity) < 3:
             raise ValueError(f"max_disparity must be >= 3, got {self.max_disparity}")
 
@@ -123,14 +138,16 @@ def _split(out: NetOutput, n: int) -> tuple[NetOutput, NetOutput]:
     return part(slice(0, n)), part(slice(n, None))
 
 
-def _as_image_batch(x, device, name: str) -> Tensor:
+def as_image_batch(x, device, name: str) -> Tensor:
+    """Images (numpy or torch, see :func:`check_images`) as a ``(B, 1, H, W)`` float batch on ``device``."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
     return check_images(x, name).to(device)
 
 
-def _keypoints(network: KeypointNet, left: NetOutput, right: NetOutput, cameras, cfg: LocalizerConfig
-               ) -> StereoKeypoints:
+def stereo_keypoints(network: KeypointNet, left: NetOutput, right: NetOutput, cameras, cfg: LocalizerConfig
+                     ) -> StereoKeypoints:
+    """Keypoints, descriptors, stereo disparities and 3D points from the network's outputs."""
     uv, scores = network.keypoints(left)
     desc = network.descriptors(left, uv)
     st = stereo_match(network, left, uv, right, int(cfg.max_disparity), cfg.stereo_temperature,
@@ -151,12 +168,12 @@ def extract_keypoints(network: KeypointNet, left, right, camera, config: Localiz
     """
     cfg = config or LocalizerConfig()
     device = next(network.parameters()).device
-    lt = _as_image_batch(left, device, "left")
-    rt = _as_image_batch(right, device, "right")
+    lt = as_image_batch(left, device, "left")
+    rt = as_image_batch(right, device, "right")
     if lt.shape != rt.shape:
         raise ValueError(f"left {tuple(lt.shape)} and right {tuple(rt.shape)} differ in shape")
     cams = as_cameras(camera, lt.shape[0])
-    return _keypoints(network, network(lt), network.encode(rt), cams, cfg)
+    return stereo_keypoints(network, network(lt), network.encode(rt), cams, cfg)
 
 
 _FEW = "fewer than 3 usable matches"
@@ -258,7 +275,7 @@ class Localizer(nn.Module):
         left = net(torch.cat([source[:, :1], target[:, :1]]))
         right = net.encode(torch.cat([source[:, 1:], target[:, 1:]]))
         (ls, lt), (rs, rt) = _split(left, B), _split(right, B)
-        kps = _keypoints(net, ls, rs, cams, cfg)
+        kps = stereo_keypoints(net, ls, rs, cams, cfg)
         if mode == "soft":
             sm = soft_match(kps.descriptors, net.dense_descriptors(lt), lt.scores, cfg.match_temperature)
             st = stereo_match(net, lt, sm.uv, rt, int(cfg.max_disparity), cfg.stereo_temperature,
@@ -269,7 +286,7 @@ class Localizer(nn.Module):
             target_uv, matches = sm.uv, torch.full_like(valid, -1, dtype=torch.long)
             robust, logits = False, sm.logits
         else:
-            kpt = _keypoints(net, lt, rt, cams, cfg)
+            kpt = stereo_keypoints(net, lt, rt, cams, cfg)
             idx, matched, sim = hard_match(kps.descriptors, kpt.descriptors, kps.valid, kpt.valid,
                                            cfg.ratio, cfg.min_similarity)
             take = lambda x: torch.gather(x, 1, idx.view(B, -1, *[1] * (x.dim() - 2)).expand(  # noqa: E731

@@ -1,19 +1,29 @@
-"""The registration node's logic without ROS: keypoints in, certified pose out.
+"""Per-frame certified localization without ROS: a live frame in, a certified pose out.
+
+One path for every kind of live frame (:mod:`sdpr_loc.vision.frames`): a frame knows how to
+find a keyframe's keypoints in itself (descriptor nearest neighbours for keypoint frames, dense
+search for :class:`~sdpr_loc.vision.dense.DenseFrame`), the tracker does the rest.
 
 Modes:
 * ``odometry``: each frame is registered against the current keyframe (a previous frame) and
   poses chain ``T_odom_cam = T_odom_kf @ T_kf_cam``; a certified frame that has moved or turned
-  far enough becomes the next keyframe.
+  far enough becomes the next keyframe (``record=True`` keeps them: teaching a map).
 * ``map``: each frame is registered against a keyframe of a :class:`~sdpr_loc.data.maps.KeyframeMap`:
-  the keyframes nearest the previous pose, or (when there is none, or tracking was lost) the ones
+  the keyframes nearest the predicted pose, or (when there is none, or tracking was lost) the ones
   whose descriptor signature fits the frame best.
 
-Registration: mutual-nearest-neighbour descriptor matches, RANSAC with Mahalanobis gating, a
-certified refit (``sdpr_loc.geometry.registration``) with per-match weights
-``W = (Sigma_kf + R Sigma_cam R^T)^-1`` (both points are noisy; the current frame's covariance is
-rotated into the keyframe by the estimate). The pose covariance is the inverse of the cost's
-Gauss-Newton Hessian at the optimum (Laplace approximation), expressed as ROS expects: position
-of the camera in the parent frame, then rotation about the parent's fixed x, y, z axes.
+Pose prior: a constant-velocity prediction from the last two trusted poses, with an error
+covariance that grows with the time since the last trusted pose (``prior_sigma_mps``,
+``prior_sigma_dps``). With a prior, dense frames search each keypoint only in a window around its
+predicted pixel (guided); without one (start-up, lost) they search every pixel (exhaustive).
+
+Registration: RANSAC with Mahalanobis gating, a certified refit
+(``sdpr_loc.geometry.registration``) with per-match weights ``W = (Sigma_kf + R Sigma_cam R^T)^-1``
+(both points are noisy; the current frame's covariance is rotated into the keyframe by the
+estimate). Matching settings (ratio test, gate, RANSAC iterations) are the model's
+:class:`~sdpr_loc.vision.pipeline.LocalizerConfig`. The pose covariance is the inverse of the
+cost's Gauss-Newton Hessian at the optimum (Laplace approximation), expressed as ROS expects:
+position of the camera in the parent frame, then rotation about the parent's fixed x, y, z axes.
 
 A pose is ``certified`` only when the registration's optimality certificate holds AND the data
 determine it (enough inliers, not degenerate). Every frame yields a :class:`TrackResult` with a
@@ -28,7 +38,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sdpr_loc.vision.keypoints import StereoKeypoints
+from sdpr_loc.geometry.se3 import adjoint_np, hat_np, rotation_angle_deg, se3_exp_np, se3_log_np
+
+from .frames import Keyframe, KeypointFrame, PosePrior
+from .keypoints import StereoKeypoints
+from .pipeline import LocalizerConfig
 
 __all__ = ["TrackerConfig", "TrackResult", "Tracker", "OK", "WARN", "ERROR", "MODES"]
 
@@ -41,30 +55,37 @@ class TrackerConfig:
     """Tuning of :class:`Tracker` (the node's parameters of the same names)."""
 
     mode: str = "odometry"
-    match_ratio: float = 0.9            # Lowe ratio on descriptor distances
-    min_matches: int = 20               # fewer descriptor matches: no registration attempt
+    min_matches: int = 20               # fewer matches: no registration attempt
     min_inliers: int = 15               # fewer RANSAC inliers: pose not trusted (a small consensus can be wrong)
-    ransac_iterations: int = 128
-    ransac_threshold: float = 11.34     # chi-square 3 dof, 99 %
     keyframe_distance: float = 1.0      # m (odometry: new keyframe after this much motion)
     keyframe_angle: float = 10.0        # deg
-    max_lost: int = 5                   # odometry: frames without a pose before re-seeding
+    max_lost: int = 5                   # frames without a pose before re-seeding / relocalizing
     map_candidates: int = 3             # map: keyframes tried per frame
     exhaustive: bool = False            # map: try every candidate keyframe, keep the most inliers
                                         # (offline evaluation); False stops at the first good one
     registration: str = "certified"     # "certified"; baselines (never certified): "svd" (Horn),
                                         # "local" (Horn init + Gauss-Newton with the stereo covariances)
+    guided: bool = True                 # dense frames: search windows around the predicted pixels
+                                        # when there is a prediction (False: every pixel, always)
+    prior_sigma_mps: float = 0.2        # std of the constant-velocity prediction error, m per s
+    prior_sigma_dps: float = 2.0        # ... deg per s (since the last trusted pose)
+    search_sigmas: float = 3.0          # guided window half-size: this many pixel std devs
+    search_min_px: int = 3              # guided window half-size bounds (px)
+    search_max_px: int = 6
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if not 0 < self.match_ratio <= 1:
-            raise ValueError(f"match_ratio must be in (0, 1], got {self.match_ratio}")
         if self.registration not in ("certified", "svd", "local"):
             raise ValueError(f"registration must be 'certified', 'svd' or 'local', got {self.registration!r}")
         if self.min_inliers < 3 or self.min_matches < self.min_inliers:
             raise ValueError("need 3 <= min_inliers <= min_matches")
+        if not 1 <= self.search_min_px <= self.search_max_px:
+            raise ValueError(f"need 1 <= search_min_px <= search_max_px, got {self.search_min_px}, "
+                             f"{self.search_max_px}")
+        if not (self.prior_sigma_mps > 0 and self.prior_sigma_dps > 0 and self.search_sigmas > 0):
+            raise ValueError("prior_sigma_mps, prior_sigma_dps and search_sigmas must be positive")
 
 
 @dataclass
@@ -78,7 +99,7 @@ class TrackResult:
     covariance: np.ndarray | None = None     # (6, 6): x y z rotX rotY rotZ
     certified: bool = False
     trusted: bool = False                    # certified, or (baselines) enough inliers
-    keypoints: int = 0
+    keypoints: int = 0                       # keypoints searched (live ones, or the keyframe's for dense)
     matches: int = 0
     inliers: int = 0
     keyframe: int = -1
@@ -88,62 +109,8 @@ class TrackResult:
     method: str = "none"
     solve_ms: float = 0.0
     new_keyframe: bool = False
+    search: str = ""                         # "guided", "exhaustive" (dense) or "keypoints"
     extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class _Keyframe:
-    T: np.ndarray               # T_parent_keyframe
-    cov: np.ndarray             # (6, 6) left-perturbation covariance of T (parent frame)
-    points: np.ndarray          # (M, 3) float64
-    sigma: np.ndarray           # (M, 3, 3) covariances
-    descriptors: torch.Tensor   # (1, M, D)
-    index: int = -1
-
-
-def _hat(v: np.ndarray) -> np.ndarray:
-    x, y, z = v
-    return np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]], dtype=np.float64)
-
-
-def _angle_deg(R: np.ndarray) -> float:
-    return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
-
-
-def _adjoint(T: np.ndarray) -> np.ndarray:
-    """Adjoint of T for twists ordered (translation, rotation)."""
-    R, t = T[:3, :3], T[:3, 3]
-    A = np.zeros((6, 6))
-    A[:3, :3] = A[3:, 3:] = R
-    A[:3, 3:] = _hat(t) @ R
-    return A
-
-
-def _covariances(Wm: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Covariances (N, 3, 3) from inverse covariances ``Wm`` where ``ok`` and positive definite;
-    returns them (zeros elsewhere) and the narrowed mask."""
-    ok = ok & np.isfinite(Wm).reshape(len(ok), 9).all(1)
-    sigma = np.zeros_like(Wm)
-    if ok.any():
-        Ws = 0.5 * (Wm[ok] + Wm[ok].transpose(0, 2, 1))
-        ev = np.linalg.eigvalsh(Ws)
-        pd = ev[:, 0] > 1e-12 * np.maximum(ev[:, -1], 1e-300)
-        idx = np.flatnonzero(ok)
-        ok[idx[~pd]] = False
-        if pd.any():
-            sigma[idx[pd]] = np.linalg.inv(Ws[pd])
-    return sigma, ok
-
-
-def _usable(kp: StereoKeypoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
-    """Valid, finite points with positive definite information: (P, Sigma, mask, descriptors)."""
-    v = kp.valid[0].cpu().numpy().astype(bool)
-    P = kp.points[0].detach().cpu().numpy().astype(np.float64)
-    Wm = kp.inv_cov[0].detach().cpu().numpy().astype(np.float64)
-    ok = v & np.isfinite(P).all(1) & (P[:, 2] > 0)
-    sigma, ok = _covariances(Wm, ok)
-    desc = kp.descriptors[:, ok].detach().to(torch.float32)
-    return P[ok], sigma[ok], ok, desc
 
 
 class Tracker:
@@ -153,160 +120,184 @@ class Tracker:
         config: TrackerConfig.
         keyframe_map: KeyframeMap (required in ``map`` mode).
         initial_pose: (4, 4) T_parent_camera of the first frame in ``odometry`` mode (identity).
+        matching: the model's LocalizerConfig (ratio test, RANSAC gate); defaults otherwise.
+        record: odometry mode: keep every keyframe made (:attr:`recorded`) to build a map.
     """
 
     def __init__(self, config: TrackerConfig | None = None, keyframe_map=None,
-                 initial_pose: np.ndarray | None = None) -> None:
+                 initial_pose: np.ndarray | None = None, matching: LocalizerConfig | None = None,
+                 record: bool = False) -> None:
         self.config = config or TrackerConfig()
         if self.config.mode == "map" and (keyframe_map is None or len(keyframe_map) == 0):
             raise ValueError("map mode needs a keyframe map with at least one keyframe")
         self.map = keyframe_map
+        self.matching = matching or LocalizerConfig()
         self.initial_pose = np.eye(4) if initial_pose is None else np.asarray(initial_pose, float)
-        self.keyframe: _Keyframe | None = None
-        self.last_T: np.ndarray | None = None
-        self.lost = 0
+        self.record = bool(record)
+        self.recorded: list[tuple[np.ndarray, int, StereoKeypoints]] = []
+        self.keyframe: Keyframe | None = None
         self._gen = torch.Generator().manual_seed(int(self.config.seed))
-        self._map_cache: dict[int, _Keyframe] = {}
+        self._map_cache: dict[int, Keyframe] = {}
+        self.reset()
 
     def reset(self) -> None:
+        """Forget the trajectory (keyframe, last poses, velocity); the map and recordings stay."""
         self.keyframe, self.last_T, self.lost = None, None, 0
+        self.last_stamp: int | None = None
+        self.velocity = np.zeros(6)            # body twist per second (translation, rotation)
+
+    def set_pose(self, T: np.ndarray, stamp_ns: int | None = None) -> None:
+        """Give a pose prior (e.g. an initial pose estimate): the next frame is searched around it."""
+        self.last_T = np.asarray(T, dtype=np.float64)
+        self.last_stamp = stamp_ns
+        self.velocity = np.zeros(6)
+        self.lost = 0
 
     # ------------------------------------------------------------------------------------------
-    def process(self, kp: StereoKeypoints, stamp_ns: int) -> TrackResult:
-        """Localize one frame (``kp`` with B = 1). Never raises on bad data: it reports it."""
-        P, sigma, _, desc = _usable(kp)
-        n = int(P.shape[0])
-        if n < self.config.min_inliers:
+    def process(self, frame, stamp_ns: int) -> TrackResult:
+        """Localize one live frame (a frames.py frame, a DenseFrame, or StereoKeypoints with B = 1,
+        taken as a KeypointFrame). Never raises on bad data: it reports it."""
+        if isinstance(frame, StereoKeypoints):
+            frame = KeypointFrame(frame, self.matching)
+        if isinstance(frame, KeypointFrame) and len(frame.points) < self.config.min_inliers:
+            n = len(frame.points)
             return self._fail(stamp_ns, ERROR, f"too few usable keypoints ({n} < {self.config.min_inliers}): "
                               "dark, blurred or textureless frame", n)
+        if self.map is not None and frame.descriptor_dim != self.map.descriptor_dim:
+            return self._fail(stamp_ns, ERROR, f"descriptor length {frame.descriptor_dim} differs from the "
+                              f"map's {self.map.descriptor_dim} (map built with frontend {self.map.frontend!r})", 0)
         if self.config.mode == "map":
-            return self._process_map(kp, P, sigma, desc, stamp_ns)
-        return self._process_odometry(P, sigma, desc, stamp_ns)
+            return self._process_map(frame, stamp_ns)
+        return self._process_odometry(frame, stamp_ns)
 
     def _fail(self, stamp_ns: int, level: int, reason: str, n: int, **kw) -> TrackResult:
         self.lost += 1
         return TrackResult(stamp_ns=stamp_ns, level=level, reason=reason, keypoints=n, **kw)
 
+    # ----- pose prior -----
+    def _predict(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Constant-velocity prediction T_parent_camera and its (6, 6) error covariance (left
+        perturbation in the camera frame), or None without a trusted pose to start from."""
+        if self.last_T is None or self.lost > self.config.max_lost:
+            return None
+        dt = 0.1 if self.last_stamp is None else max((stamp_ns - self.last_stamp) * 1e-9, 1e-3)
+        T = self.last_T @ se3_exp_np(self.velocity * dt)
+        st = self.config.prior_sigma_mps * dt
+        sr = math.radians(self.config.prior_sigma_dps) * dt
+        return T, np.diag([st * st] * 3 + [sr * sr] * 3)
+
+    def _prior(self, pred, kf: Keyframe) -> PosePrior | None:
+        if pred is None or not self.config.guided:
+            return None
+        cfg = self.config
+        return PosePrior(np.linalg.inv(pred[0]) @ kf.T, pred[1], cfg.search_sigmas, cfg.search_min_px,
+                         cfg.search_max_px)
+
+    def _trusted_pose(self, T: np.ndarray, stamp_ns: int) -> None:
+        if self.last_T is not None and self.last_stamp is not None and stamp_ns > self.last_stamp:
+            dt = (stamp_ns - self.last_stamp) * 1e-9
+            self.velocity = se3_log_np(np.linalg.inv(self.last_T) @ T) / dt
+        self.last_T, self.last_stamp, self.lost = T, stamp_ns, 0
+
     # ----- odometry -----
-    def _process_odometry(self, P, sigma, desc, stamp_ns) -> TrackResult:
+    def _process_odometry(self, frame, stamp_ns) -> TrackResult:
         cfg = self.config
         if self.keyframe is None or self.lost > cfg.max_lost:
             restart = self.keyframe is not None
             T0 = self.last_T if (restart and self.last_T is not None) else self.initial_pose
             cov0 = self.keyframe.cov if restart else np.zeros((6, 6))
-            self.keyframe = _Keyframe(T0.copy(), cov0, P, sigma, desc)
-            self.lost = 0
+            kf = self._new_keyframe(frame, T0, cov0, stamp_ns)
+            if len(kf.points) < cfg.min_inliers:
+                return self._fail(stamp_ns, ERROR, f"too few usable keypoints for a keyframe "
+                                  f"({len(kf.points)} < {cfg.min_inliers})", len(kf.points))
+            self.keyframe = kf
+            self.set_pose(T0, stamp_ns)
             why = ("tracking lost: re-seeded the keyframe at the last pose (odometry drift added)"
                    if restart else "first keyframe: it defines the odometry origin")
             return TrackResult(stamp_ns=stamp_ns, level=WARN if restart else OK, reason=why,
-                                keypoints=len(P), new_keyframe=True)
-        res = self._register(P, sigma, desc, self.keyframe, stamp_ns)
+                               keypoints=len(kf.points), new_keyframe=True)
+        res = self._register(frame, self.keyframe, self._prior(self._predict(stamp_ns), self.keyframe), stamp_ns)
+        cov_left = res.extra.pop("cov_left", None)
         if res.T is None or not res.trusted:
             return res
-        self.last_T = res.T
+        self._trusted_pose(res.T, stamp_ns)
         rel = np.linalg.inv(self.keyframe.T) @ res.T
-        if (np.linalg.norm(rel[:3, 3]) >= cfg.keyframe_distance or _angle_deg(rel[:3, :3]) >= cfg.keyframe_angle
+        if (np.linalg.norm(rel[:3, 3]) >= cfg.keyframe_distance or rotation_angle_deg(rel[:3, :3]) >= cfg.keyframe_angle
                 or res.inliers < 3 * cfg.min_inliers):
-            self.keyframe = _Keyframe(res.T.copy(), res.extra.pop("cov_left"), P, sigma, desc)
-            res.new_keyframe = True
+            kf = self._new_keyframe(frame, res.T, cov_left, stamp_ns)
+            if len(kf.points) >= cfg.min_inliers:
+                self.keyframe = kf
+                res.new_keyframe = True
         return res
 
+    def _new_keyframe(self, frame, T: np.ndarray, cov: np.ndarray, stamp_ns: int) -> Keyframe:
+        kp = frame.keypoints
+        if self.record and int(kp.valid[0].sum()) >= self.config.min_inliers:
+            self.recorded.append((np.array(T, dtype=np.float64), int(stamp_ns), kp.detach().to("cpu")))
+        return Keyframe.from_keypoints(kp, T, cov)
+
     # ----- map -----
-    def _map_keyframe(self, i: int) -> _Keyframe:
+    def _map_keyframe(self, i: int) -> Keyframe:
         if i not in self._map_cache:
             if len(self._map_cache) > 64:
                 self._map_cache.clear()
-            kp = self.map.keyframe(int(i))
-            P, sigma, _, desc = _usable(kp)
-            self._map_cache[i] = _Keyframe(self.map.poses[i], np.zeros((6, 6)), P, sigma, desc, int(i))
+            self._map_cache[i] = Keyframe.from_keypoints(self.map.keyframe(int(i)), self.map.poses[i], index=int(i))
         return self._map_cache[i]
 
-    def _process_map(self, kp: StereoKeypoints, P, sigma, desc, stamp_ns) -> TrackResult:
-        if desc.shape[-1] != self.map.descriptor_dim:
-            return self._fail(stamp_ns, ERROR, f"descriptor length {desc.shape[-1]} differs from the map's "
-                              f"{self.map.descriptor_dim} (map built with frontend {self.map.frontend!r})", len(P))
-        return self._search_map(lambda: kp, lambda kf: self._register(P, sigma, desc, kf, stamp_ns),
-                                stamp_ns, len(P))
-
-    def process_dense(self, frame, stamp_ns: int) -> TrackResult:
-        """Map mode with dense matching: each candidate keyframe's keypoints are matched against
-        ``frame`` (:class:`~sdpr_loc.vision.dense.DenseFrame`, the live frame's network outputs),
-        as the network was trained. ``TrackResult.keypoints`` counts the keyframe keypoints searched.
-        Never raises on bad data: it reports it."""
-        if self.config.mode != "map":
-            raise ValueError("dense matching localizes against a map: use mode 'map'")
-        if frame.descriptor_dim != self.map.descriptor_dim:
-            return self._fail(stamp_ns, ERROR, f"descriptor length {frame.descriptor_dim} differs from the "
-                              f"map's {self.map.descriptor_dim} (map built with frontend {self.map.frontend!r})", 0)
-        return self._search_map(lambda: frame.keypoints,
-                                lambda kf: self._register_dense(frame, kf, stamp_ns), stamp_ns, 0)
-
-    def _search_map(self, place_keypoints, register, stamp_ns: int, n: int) -> TrackResult:
-        """Try the candidate keyframes: nearest the last pose, or when lost the best place
-        signatures of ``place_keypoints()`` (the live frame's keypoints, only computed then)."""
+    def _process_map(self, frame, stamp_ns: int) -> TrackResult:
+        """Try the candidate keyframes: nearest the predicted pose (guided search), or when there
+        is no prediction the best place signatures of the frame's keypoints (exhaustive)."""
         cfg = self.config
-        tracking = self.last_T is not None and self.lost <= cfg.max_lost
-        if tracking:
-            order = self.map.nearest(self.last_T, k=cfg.map_candidates)
+        pred = self._predict(stamp_ns)
+        if pred is not None:
+            order = self.map.nearest(pred[0], k=cfg.map_candidates)
         else:
-            order = self.map.candidates(place_keypoints(), k=cfg.map_candidates)
-        best = None
+            order = self.map.candidates(frame.keypoints, k=cfg.map_candidates)
+        best, lost = None, self.lost
         for i in order:
-            res = register(self._map_keyframe(int(i)))
+            kf = self._map_keyframe(int(i))
+            res = self._register(frame, kf, self._prior(pred, kf), stamp_ns)
             if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
                 best = res
             if res.trusted and res.inliers >= 3 * cfg.min_inliers and not cfg.exhaustive:
                 break
+        self.lost = lost                       # one frame, however many candidates failed
         if best is None:
-            return self._fail(stamp_ns, ERROR, "no candidate keyframe (no place signature fits)", n)
+            return self._fail(stamp_ns, ERROR, "no candidate keyframe (no place signature fits)", 0)
         if best.T is not None and best.trusted:
-            self.last_T = best.T
-        if not tracking:
+            self._trusted_pose(best.T, stamp_ns)
+        else:
+            self.lost += 1
+        if pred is None:
             best.reason = (best.reason + "; " if best.reason else "") + "relocalized by place signature"
         best.extra.pop("cov_left", None)
         return best
 
     # ----- one registration -----
-    def _register(self, P, sigma, desc, kf: _Keyframe, stamp_ns: int) -> TrackResult:
-        """Keypoint-to-keypoint descriptor matches with the keyframe, then :meth:`_solve`."""
-        from sdpr_loc.vision.matching import hard_match
-
-        cfg = self.config
-        n = len(P)
+    def _register(self, frame, kf: Keyframe, prior: PosePrior | None, stamp_ns: int) -> TrackResult:
+        """Correspondences of ``frame`` with ``kf``, then :meth:`_solve`."""
         t0 = time.perf_counter()
-        if desc.shape[-1] != kf.descriptors.shape[-1]:
-            return self._fail(stamp_ns, ERROR, "descriptor length differs from the keyframe's", n,
+        if frame.descriptor_dim != kf.descriptors.shape[-1]:
+            return self._fail(stamp_ns, ERROR, "descriptor length differs from the keyframe's", 0,
                               keyframe=kf.index)
-        idx, matched, _ = hard_match(desc, kf.descriptors, ratio=cfg.match_ratio)
-        m = matched[0].numpy()
-        j = idx[0].numpy()[m]
-        nm = int(m.sum())
-        if nm < cfg.min_matches:
-            return self._fail(stamp_ns, ERROR, f"too few descriptor matches with keyframe "
-                              f"({nm} < {cfg.min_matches})", n, matches=nm, keyframe=kf.index)
-        return self._solve(P[m], sigma[m], kf.points[j], kf.sigma[j], kf, n, nm, stamp_ns, t0)
+        corr = frame.correspond(kf, prior)
+        search = "keypoints" if isinstance(frame, KeypointFrame) else ("guided" if prior else "exhaustive")
+        nm = len(corr.index)
+        if nm < self.config.min_matches:
+            return self._fail(stamp_ns, ERROR, f"too few matches with keyframe ({nm} < {self.config.min_matches}, "
+                              f"{search} search)", corr.searched, matches=nm, keyframe=kf.index, search=search)
+        res = self._solve(corr.src, corr.S_src, kf.points[corr.index], kf.sigma[corr.index], kf,
+                          corr.searched, nm, stamp_ns, t0)
+        res.search = search
+        return res
 
-    def _register_dense(self, frame, kf: _Keyframe, stamp_ns: int) -> TrackResult:
-        """Keyframe keypoints matched densely in the live frame, then :meth:`_solve`."""
-        cfg = self.config
-        n = len(kf.points)
-        t0 = time.perf_counter()
-        dm = frame.match(kf.descriptors[0])
-        ok = dm.valid & np.isfinite(dm.points).all(1) & (dm.points[:, 2] > 0)
-        S_src, m = _covariances(dm.inv_cov, ok)
-        nm = int(m.sum())
-        if nm < cfg.min_matches:
-            return self._fail(stamp_ns, ERROR, f"too few dense matches with keyframe "
-                              f"({nm} < {cfg.min_matches})", n, matches=nm, keyframe=kf.index)
-        return self._solve(dm.points[m], S_src[m], kf.points[m], kf.sigma[m], kf, n, nm, stamp_ns, t0)
-
-    def _solve(self, src, S_src, trg, S_trg, kf: _Keyframe, n: int, nm: int, stamp_ns: int,
+    def _solve(self, src, S_src, trg, S_trg, kf: Keyframe, n: int, nm: int, stamp_ns: int,
                t0: float) -> TrackResult:
         """RANSAC + (certified) registration of live points ``src`` onto keyframe points ``trg``
         (covariances ``S_src``, ``S_trg``), the Laplace covariance and the verdict."""
         from sdpr_loc.geometry.registration import ransac, register
 
-        cfg = self.config
+        cfg, mc = self.config, self.matching
         W0 = np.linalg.inv(S_trg + S_src)
         # Horn/SVD takes scalar weights only: the inverse mean variance of each match (what a user
         # of the closed form would do); the other methods use the full 3x3 information matrices
@@ -316,10 +307,10 @@ class Tracker:
             w = w / w.max()
         T = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]  # noqa: E731
         try:
-            reg, inl = ransac(T(src), T(trg), weights=T(w), inv_cov=T(W0), threshold=cfg.ransac_threshold,
-                              iterations=cfg.ransac_iterations, generator=self._gen, method=cfg.registration)
+            reg, inl = ransac(T(src), T(trg), weights=T(w), inv_cov=T(W0), threshold=mc.ransac_threshold,
+                              iterations=int(mc.ransac_iterations), generator=self._gen, method=cfg.registration)
             R = reg.R[0].numpy()
-            if _angle_deg(R) > 1.0:  # re-weight with the source covariance rotated into place
+            if rotation_angle_deg(R) > 1.0:  # re-weight with the source covariance rotated into place
                 W = np.linalg.inv(S_trg + R @ S_src @ R.T)
                 init = reg.T.detach()
                 reg = register(T(src), T(trg), weights=inl.to(torch.float64) * T(w), inv_cov=T(W), init=init,
@@ -344,13 +335,13 @@ class Tracker:
         Wi = W[inliers]
         J = np.zeros((ni, 3, 6))
         J[:, :, :3] = -np.eye(3)
-        J[:, :, 3:] = np.stack([_hat(q) for q in p]) if ni else np.zeros((0, 3, 3))
+        J[:, :, 3:] = hat_np(p) if ni else np.zeros((0, 3, 3))
         info = np.einsum("nai,nab,nbj->ij", J, Wi, J)
         cov_kf = np.linalg.pinv(info, hermitian=True)
-        Ad = _adjoint(kf.T)
+        Ad = adjoint_np(kf.T)
         cov_left = kf.cov + Ad @ cov_kf @ Ad.T
         G = np.eye(6)
-        G[:3, 3:] = -_hat(T_par[:3, 3])      # left twist -> (position, fixed-axis rotation)
+        G[:3, 3:] = -hat_np(T_par[:3, 3])      # left twist -> (position, fixed-axis rotation)
         cov = G @ cov_left @ G.T
         certified = bool(cert.certified[0]) and ni >= cfg.min_inliers
         trusted = certified or (cfg.registration != "certified" and ni >= cfg.min_inliers)
@@ -361,13 +352,11 @@ class Tracker:
             level, reason = WARN, f"not certified: {reason or 'certificate failed'}"
         else:
             level = OK
-        if trusted:
-            self.lost = 0
-        else:
+        if not trusted:
             self.lost += 1
         f = lambda x: float(x[0]) if x is not None else float("nan")  # noqa: E731
         return TrackResult(stamp_ns=stamp_ns, level=level, reason=reason, T=T_par, covariance=cov,
-                            certified=certified, trusted=trusted, keypoints=n, matches=nm, inliers=ni, keyframe=kf.index,
-                            min_eig=f(cert.min_eig), margin=f(cert.margin), gap=f(cert.gap),
-                            method=str(cert.method[0]) if cert.method else "none", solve_ms=solve_ms,
-                            extra={"cov_left": cov_left})
+                           certified=certified, trusted=trusted, keypoints=n, matches=nm, inliers=ni,
+                           keyframe=kf.index, min_eig=f(cert.min_eig), margin=f(cert.margin), gap=f(cert.gap),
+                           method=str(cert.method[0]) if cert.method else "none", solve_ms=solve_ms,
+                           extra={"cov_left": cov_left})
