@@ -48,6 +48,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sdpr-loc = sdpr_loc.cli:main",
+            "localization_node = sdpr_loc.nodes.localization_node:main",
             "keypoint_node = sdpr_loc.nodes.keypoint_node:main",
             "registration_node = sdpr_loc.nodes.registration_node:main",
             "trainer_node = sdpr_loc.nodes.trainer_node:main",

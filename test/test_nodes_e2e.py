@@ -167,9 +167,9 @@ def _node_process(module, *ros_args):
 
 
 def test_bad_parameter_exits_with_the_reason():
-    p = _node_process("sdpr_loc.nodes.registration_node", "-p", "ransac_iterations:=0")
+    p = _node_process("sdpr_loc.nodes.registration_node", "-p", "min_inliers:=0")
     out, _ = p.communicate(timeout=60)
-    assert p.returncode == 2 and "ransac_iterations" in out and "cannot start" in out
+    assert p.returncode == 2 and "min_inliers" in out and "cannot start" in out
 
 
 def test_sigterm_shuts_a_node_down_cleanly(probe):

@@ -51,8 +51,8 @@ def ros():
     ("keypoint", "max_keypoints", 3, "out of range|must be"),
     ("keypoint", "sigma_px", -1.0, "out of range|must be"),
     ("registration", "mode", "slam", "one of"),
-    ("registration", "ransac_iterations", 0, "out of range|must be"),
-    ("registration", "match_ratio", 1.5, "out of range|must be"),
+    ("registration", "min_matches", 0, "out of range|must be"),
+    ("registration", "map_candidates", 0, "out of range|must be"),
 ])
 def test_bad_values_are_rejected_at_start(ros, node_cls, name, value, reason):
     from rclpy.exceptions import InvalidParameterValueException

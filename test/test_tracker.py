@@ -7,6 +7,7 @@ import torch
 from sdpr_loc.data.maps import build_map
 from sdpr_loc.geometry.se3 import so3_exp
 from sdpr_loc.nodes.synthetic import StereoRoom, default_camera, drive_poses
+from sdpr_loc.vision.pipeline import LocalizerConfig
 from sdpr_loc.vision.tracker import ERROR, OK, Tracker, TrackerConfig
 from sdpr_loc.vision.classical import orb_keypoints
 from sdpr_loc.vision.keypoints import StereoKeypoints
@@ -136,7 +137,7 @@ def test_covariance_is_the_inverse_half_hessian():
                                inv_cov=torch.linalg.inv(S)[None].float(), scores=torch.ones(1, K),
                                descriptors=desc, valid=torch.ones(1, K, dtype=torch.bool))
 
-    tr = Tracker(TrackerConfig(mode="odometry", min_inliers=10, ransac_threshold=1000.0))
+    tr = Tracker(TrackerConfig(mode="odometry", min_inliers=10), matching=LocalizerConfig(ransac_threshold=1000.0))
     tr.process(kp(trg, S_trg), 1)
     r = tr.process(kp(src, S_src), 2)
     assert r.certified and r.inliers == K

@@ -7,7 +7,7 @@ from sdpr_loc.data.render import StereoRenderer
 from sdpr_loc.data.synth import make_world, render_drive
 from sdpr_loc.vision.dense import DenseFrame
 from sdpr_loc.vision.frontend import default_model_path, load_model
-from sdpr_loc.vision.pipeline import extract_keypoints
+from sdpr_loc.vision.pipeline import LocalizerConfig, extract_keypoints
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_bad_descriptors_are_named_and_empty_is_empty(setup):
     with pytest.raises(ValueError, match="one left and one right"):
         DenseFrame(network, fr.left, fr.right[:-2], fr.camera, cfg)
     with pytest.raises(ValueError, match="ratio"):
-        DenseFrame(network, fr.left, fr.right, fr.camera, cfg, ratio=1.5)
+        LocalizerConfig(ratio=1.5)
 
 
 
@@ -84,17 +84,14 @@ def test_tracker_localizes_densely_and_reports_bad_maps(setup):
     network, cfg, frames = setup
     extract, _ = make_extractor("network", device="cpu")
     kmap = build_map([frames[0], frames[2]], extract, every_m=0.01, frontend="network")
-    tracker = Tracker(TrackerConfig(mode="map", exhaustive=True), kmap)
+    tracker = Tracker(TrackerConfig(mode="map", exhaustive=True), kmap, matching=cfg)
     fr = frames[1]
-    res = tracker.process_dense(DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
+    res = tracker.process(DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
     assert res.certified and res.trusted, res.reason
     assert "place signature" in res.reason
     assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.1
     orb, _ = make_extractor("orb")
     orb_map = build_map([frames[0], frames[2]], orb, every_m=0.01, frontend="orb")
-    bad = Tracker(TrackerConfig(mode="map"), orb_map).process_dense(
+    bad = Tracker(TrackerConfig(mode="map"), orb_map).process(
         DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
     assert bad.level == ERROR and bad.T is None and "descriptor length" in bad.reason
-    with pytest.raises(ValueError, match="map"):
-        Tracker(TrackerConfig(mode="odometry")).process_dense(
-            DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)

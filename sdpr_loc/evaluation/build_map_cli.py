@@ -1,4 +1,10 @@
-"""`sdpr-loc build-map`: keyframe map of a teach drive (keyframes every ~1 m or ~10 degrees)."""
+"""`sdpr-loc build-map`: keyframe map of a teach drive (keyframes every ~1 m or ~10 degrees).
+
+``--poses ground-truth`` places keyframes at the bag's ground-truth poses; ``--poses odometry``
+needs none: the drive is tracked with the project's own certified visual odometry (the same
+Tracker, live-frame kind and matching as the localization node in teach mode), and the keyframes
+it makes become the map, in the frame of the drive's first camera pose.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +12,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+POSES = ("ground-truth", "odometry")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teach", required=True, type=Path, help="teach drive (rosbag2 with ground truth)")
+    parser.add_argument("--teach", required=True, type=Path, help="teach drive (rosbag2)")
     parser.add_argument("--model", default="", help="network checkpoint (default: the packaged model)")
     parser.add_argument("--frontend", default="network", choices=("network", "orb"),
                         help="keypoint front end (default network)")
+    parser.add_argument("--poses", default="ground-truth", choices=POSES,
+                        help="keyframe poses: the bag's ground truth, or the drive's own certified odometry")
     parser.add_argument("--out", required=True, type=Path, help="map file (.npz)")
     parser.add_argument("--every-m", type=float, default=1.0, help="new keyframe after this many metres")
     parser.add_argument("--every-deg", type=float, default=10.0, help="... or this many degrees")
@@ -19,20 +29,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build(teach: Path, frontend: str, model: str = "", every_m: float = 1.0, every_deg: float = 10.0,
-          device: str = "auto", progress: bool = True):
+          device: str = "auto", progress: bool = True, poses: str = "ground-truth"):
     """The KeyframeMap of a teach bag (not saved)."""
     from sdpr_loc.data.bags import StereoBag
     from sdpr_loc.data.maps import build_map
-    from sdpr_loc.vision.frontend import make_extractor
 
-    extract, _ = make_extractor(frontend, model_path=model, device=device)
+    if poses not in POSES:
+        raise ValueError(f"poses must be one of {POSES}, got {poses!r}")
     with StereoBag(teach) as bag:
-        frames = tqdm(bag, total=len(bag), desc=f"map {teach.name}", unit="frame", disable=not progress)
+        frames = tqdm(bag, total=len(bag), desc=f"map {teach.name} ({poses})", unit="frame", disable=not progress)
+        if poses == "odometry":
+            return teach_map(frames, frontend, model, every_m, every_deg, device)
+        from sdpr_loc.vision.frontend import make_extractor
+
+        extract, _ = make_extractor(frontend, model_path=model, device=device)
         return build_map(frames, extract, every_m=every_m, every_deg=every_deg, frontend=frontend)
 
 
+def teach_map(frames, frontend: str = "network", model: str = "", every_m: float = 1.0,
+              every_deg: float = 10.0, device: str = "auto"):
+    """Keyframe map from certified odometry over ``frames`` (no ground truth used)."""
+    from sdpr_loc.data.maps import KeyframeMap
+    from sdpr_loc.vision.frontend import make_frames
+    from sdpr_loc.vision.tracker import Tracker, TrackerConfig
+
+    make_frame, cfg, _ = make_frames(frontend, "dense" if frontend == "network" else "keypoints", model, device)
+    tracker = Tracker(TrackerConfig(mode="odometry", keyframe_distance=every_m, keyframe_angle=every_deg),
+                      matching=cfg, record=True)
+    for fr in frames:
+        tracker.process(make_frame(fr.left, fr.right, fr.camera), fr.stamp_ns)
+    return KeyframeMap.from_keyframes(tracker.recorded, frontend=frontend)
+
+
 def run(args: argparse.Namespace) -> int:
-    kmap = build(args.teach, args.frontend, args.model, args.every_m, args.every_deg, args.device)
+    kmap = build(args.teach, args.frontend, args.model, args.every_m, args.every_deg, args.device,
+                 poses=args.poses)
     path = kmap.save(args.out)
-    print(f"wrote {len(kmap)} keyframes, {kmap.points.shape[0]} points ({args.frontend}) to {path}")
+    print(f"wrote {len(kmap)} keyframes, {kmap.points.shape[0]} points ({args.frontend}, {args.poses} poses) to {path}")
     return 0

@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", required=True, type=Path, help="repeat drive with ground truth")
     parser.add_argument("--methods", default="learned-certified,learned-svd,orb-ransac",
                         help=f"comma list from {', '.join(METHODS)}")
-    parser.add_argument("--teach", type=Path, help="teach drive, to build the ORB map for orb-ransac")
+    parser.add_argument("--teach", type=Path, help="teach drive: builds the ORB map for orb-ransac, and "
+                        "anchors a map made from odometry to the drive's ground truth (errors are "
+                        "measured through the keyframe each pose was localized against)")
     parser.add_argument("--orb-map", type=Path, help="ORB map (instead of building one from --teach)")
     parser.add_argument("--model", default="", help="network checkpoint (default: the packaged model)")
     parser.add_argument("--out", type=Path, default=Path("out/eval"), help="folder for CSV and PNG")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from sdpr_loc.vision.tracker import TrackerConfig
 
     from .build_map_cli import build
-    from .localize import check_method, run_method
+    from .localize import check_method, keyframe_anchors, run_method
     from .report import plot, summarize, table, write_csv
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -49,13 +51,19 @@ def run(args: argparse.Namespace) -> int:
             maps["orb"] = build(args.teach, "orb")
         else:
             raise SystemExit("orb-ransac needs an ORB map: pass --teach (to build one) or --orb-map")
+    anchors = None
+    if args.teach:
+        with StereoBag(args.teach) as bag:
+            idx = bag.index()
+        anchors = {k: keyframe_anchors(m, idx.stamps, idx.poses) for k, m in maps.items()}
     per_frame = {}
     with StereoBag(args.repeat) as bag:
         for m in methods:
             with tqdm(total=len(bag), desc=m, unit="frame") as bar:
                 per_frame[m] = run_method(m, maps[METHODS[m][0]], bag, model_path=args.model,
                                           device=args.device, progress=bar, prior=not args.kidnapped,
-                                          tracker_config=TrackerConfig(guided=args.search == "guided"))
+                                          tracker_config=TrackerConfig(guided=args.search == "guided"),
+                                          anchors=None if anchors is None else anchors[METHODS[m][0]])
     rows = [summarize(m, r) for m, r in per_frame.items()]
     print(table(rows))
     csv_path, frames_csv = write_csv(args.out / "eval.csv", rows, per_frame)

@@ -64,12 +64,36 @@ def check_method(name: str) -> tuple[str, str, str]:
     return METHODS[name]
 
 
+def keyframe_anchors(kmap: KeyframeMap, teach_stamps: np.ndarray, teach_poses: np.ndarray) -> np.ndarray:
+    """(M, 4, 4) ``A_i = T_world_kf_i (teach ground truth) @ inv(T_map_kf_i)`` per keyframe.
+
+    A map built from the teach drive's own odometry lives in its own frame and drifts; teach and
+    repeat localizes RELATIVE to the taught keyframes. ``A_i @ T_map_cam`` (``i`` the keyframe the
+    pose was measured against) is that pose in the world frame through keyframe ``i``'s true pose,
+    so errors measure localization against the taught route, not the map's drift. For a map built
+    from ground truth every ``A_i`` is the identity.
+    """
+    where = {int(s): j for j, s in enumerate(np.asarray(teach_stamps))}
+    missing = [int(s) for s in kmap.stamps if int(s) not in where]
+    if missing:
+        raise ValueError(f"{len(missing)} map keyframe stamps (first {missing[0]}) are not frames of the "
+                         "teach drive: pass the bag the map was built from")
+    A = np.stack([teach_poses[where[int(s)]] @ np.linalg.inv(T) for s, T in zip(kmap.stamps, kmap.poses)])
+    if not np.isfinite(A).all():
+        raise ValueError("the teach drive has no ground truth at some map keyframes")
+    return A
+
+
 def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str = "", device: str = "cpu",
-               tracker_config: TrackerConfig | None = None, progress=None, prior: bool = True) -> list[FrameResult]:
+               tracker_config: TrackerConfig | None = None, progress=None, prior: bool = True,
+               anchors: np.ndarray | None = None) -> list[FrameResult]:
     """Localize ``frames`` (StereoFrame with ground-truth pose) against ``kmap`` with method ``name``.
 
     prior: the first frame starts from its ground-truth pose (a vehicle starting where the route
     starts); False: it starts with no prior and must relocalize (kidnapped).
+    anchors: :func:`keyframe_anchors` (maps not built from ground truth); poses are compared with
+    ground truth through the keyframe they were measured against. The first frame's prior then
+    goes the other way, through the keyframe nearest its true pose.
     """
     frontend, matching, registration = check_method(name)
     if kmap.frontend not in ("unknown", frontend):
@@ -84,15 +108,23 @@ def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str =
     for i, fr in enumerate(frames):
         if fr.pose is None:
             raise ValueError(f"frame {i} (stamp {fr.stamp_ns}) has no ground-truth pose: cannot evaluate")
-        if i == 0 and prior:
-            tracker.set_pose(np.asarray(fr.pose, dtype=np.float64), int(fr.stamp_ns))  # the first frame's prior
+        T_gt = np.asarray(fr.pose, dtype=np.float64)
+        if i == 0 and prior:  # the first frame's prior, in the map frame
+            T0 = T_gt
+            if anchors is not None:
+                world_kf = anchors @ kmap.poses                     # true keyframe poses
+                j = int(np.argmin(np.linalg.norm(world_kf[:, :3, 3] - T_gt[:3, 3], axis=1)))
+                T0 = np.linalg.inv(anchors[j]) @ T_gt
+            tracker.set_pose(T0, int(fr.stamp_ns))
         t0 = time.perf_counter()
         res = tracker.process(make_frame(fr.left, fr.right, fr.camera), fr.stamp_ns)
         ms = 1e3 * (time.perf_counter() - t0)
         ok = res.T is not None and res.trusted
-        out.append(FrameResult(stamp_ns=int(fr.stamp_ns), T_gt=np.asarray(fr.pose, dtype=np.float64),
-                               T=res.T if ok else None, localized=ok, certified=bool(res.certified),
-                               inliers=int(res.inliers), ms=ms, reason=res.reason))
+        T = res.T
+        if ok and anchors is not None and res.keyframe >= 0:
+            T = anchors[res.keyframe] @ T
+        out.append(FrameResult(stamp_ns=int(fr.stamp_ns), T_gt=T_gt, T=T if ok else None, localized=ok,
+                               certified=bool(res.certified), inliers=int(res.inliers), ms=ms, reason=res.reason))
         if progress is not None:
             progress.update(1)
     return out

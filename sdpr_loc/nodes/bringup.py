@@ -96,18 +96,35 @@ def _int(name: str) -> Callable[[str], int]:
     return conv
 
 
+LOCALIZATION = NodeEntry("localization_node", "localization_node", "sdpr_loc.nodes.localization_node")
 KEYPOINT = NodeEntry("keypoint_node", "keypoint_node", "sdpr_loc.nodes.keypoint_node")
 REGISTRATION = NodeEntry("registration_node", "registration_node", "sdpr_loc.nodes.registration_node")
 TRAINER = NodeEntry("trainer_node", "trainer_node", "sdpr_loc.nodes.trainer_node",
                     configs=("train.yaml", "localize.yaml"))
-NODES: dict[str, NodeEntry] = {n.name: n for n in (KEYPOINT, REGISTRATION, TRAINER)}
+NODES: dict[str, NodeEntry] = {n.name: n for n in (LOCALIZATION, KEYPOINT, REGISTRATION, TRAINER)}
 
 _COMMON = (
     Argument("params_file", "", "extra ROS parameter file, applied after the package's config/*.yaml"),
     Argument("namespace", "", "namespace of all nodes (e.g. a robot name)"),
 )
 LAUNCHES: dict[str, tuple[tuple[NodeEntry, ...], tuple[Argument, ...]]] = {
-    "localize": ((KEYPOINT, REGISTRATION), _COMMON + (
+    "localize": ((LOCALIZATION,), _COMMON + (
+        Argument("map", "", "keyframe map (.npz): localize in it (mode map); '' = the params file's mode",
+                 lambda v: {"localization_node": {"mode": "map", "map_path": v}} if v else {}),
+        Argument("mode", "", "map | odometry | teach ('' = map when map:= is given, else the params file)",
+                 lambda v: {"localization_node": {"mode": v}} if v else {}),
+        Argument("save_map", "", "teach mode: map file written on ~/save_map and at shutdown",
+                 lambda v: {"localization_node": {"save_map_path": v}} if v else {}),
+        Argument("use_gpu", "true", "run the network on CUDA when available",
+                 lambda v: {"localization_node": {"device": "auto" if _truthy(v) else "cpu"}}),
+        Argument("frontend", "", "network (learned, dense matching) | orb ('' = params file)",
+                 lambda v: {"localization_node": {"frontend": v}} if v else {}),
+        Argument("model", "", "network checkpoint ('' = params file: the packaged model)",
+                 lambda v: {"localization_node": {"model_path": v}} if v else {}),
+        Argument("publish_uncertified", "", "true: also publish uncertified poses ('' = params file)",
+                 lambda v: {"localization_node": {"publish_uncertified": _truthy(v)}} if v else {}),
+    )),
+    "keypoints": ((KEYPOINT, REGISTRATION), _COMMON + (
         Argument("map", "", "keyframe map (.npz): localize in it (mode map); '' = visual odometry",
                  lambda v: {"registration_node": {"mode": "map", "map_path": v}} if v else {}),
         Argument("use_gpu", "true", "run the keypoint network on CUDA when available",

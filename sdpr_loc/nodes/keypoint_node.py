@@ -8,8 +8,9 @@ processed pair, empty when nothing was found, stamped like the left image),
 ``keypoints/debug_image`` (optional), ``/diagnostics`` (DiagnosticArray: OK with counts and
 timing; WARN / ERROR with the reason for every frame that could not be used).
 
-Left and right pair by header stamp (``sync_tolerance_ms``); pairs go to a worker thread through a
-one-slot newest-wins queue, so the executor only stashes messages.
+Left and right pair by header stamp (``sync_tolerance_ms``, :mod:`sdpr_loc.nodes.stereo_input`);
+pairs go to a worker thread through a one-slot newest-wins queue, so the executor only stashes
+messages.
 """
 from __future__ import annotations
 
@@ -20,28 +21,15 @@ from typing import Any, Callable
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 
 from . import convert, pointcloud
 from .params import declare
 from .runtime import Worker, run
+from .stereo_input import FrameError, StereoInput
 
 NAME = "keypoint_node"
 __all__ = ["KeypointNode", "main"]
-
-
-class FrameError(Exception):
-    """A frame that cannot be used: level (1 WARN, 2 ERROR) and the reason."""
-
-    def __init__(self, level: int, reason: str) -> None:
-        super().__init__(reason)
-        self.level = level
-
-
-def _sensor_qos() -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.VOLATILE)
 
 
 class KeypointNode(Node):
@@ -68,20 +56,9 @@ class KeypointNode(Node):
             what = getattr(extractor, "__name__", "custom extractor")
         self.extract, self.frontend = extractor, what
         self._warm_up()
-        self._images: dict[str, Any] = {"left": None, "right": None}
-        self._infos: dict[str, Any] = {"left": None, "right": None}
-        self._cameras: dict[int, tuple] = {}        # info stamp -> (camera or None, error)
-        self._latest_camera: tuple = (None, "no camera info received yet")
-        self._camera_key, self._info_stamp, self._pending = None, -1, None
-        self._last_stamp = -1
-        self.unpaired = 0
         self.frames_out = 0
         self._last_ok_diag = 0.0
-        qos = _sensor_qos()
-        self.create_subscription(Image, "stereo/left/image_rect", lambda m: self._on_image("left", m), qos)
-        self.create_subscription(Image, "stereo/right/image_rect", lambda m: self._on_image("right", m), qos)
-        self.create_subscription(CameraInfo, "stereo/left/camera_info", lambda m: self._on_info("left", m), qos)
-        self.create_subscription(CameraInfo, "stereo/right/camera_info", lambda m: self._on_info("right", m), qos)
+        self.input = StereoInput(self, lambda pair: self.worker.submit(pair), self.sync_tol_ns)
         self.pub_cloud = self.create_publisher(PointCloud2, "keypoints", 2)
         self.pub_debug = self.create_publisher(Image, "keypoints/debug_image", 1)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -104,107 +81,19 @@ class KeypointNode(Node):
     # ----- parameters -----
     def _on_params(self, changes: dict) -> str:
         if "sync_tolerance_ms" in changes:
-            self.sync_tol_ns = int(changes["sync_tolerance_ms"] * 1e6)
+            self.sync_tol_ns = self.input.sync_tol_ns = int(changes["sync_tolerance_ms"] * 1e6)
         if "min_keypoints_warn" in changes:
             self.min_keypoints_warn = int(changes["min_keypoints_warn"])
         if "publish_debug_image" in changes:
             self.publish_debug = bool(changes["publish_debug_image"])
         return ""
 
-    # ----- callbacks: stash and pair, nothing heavy -----
-    # Camera infos and images travel on different topics, so either may arrive first. A pair
-    # uses the camera built from the infos with ITS stamp (drivers stamp them alike); it waits
-    # (one pair at most) until those infos arrive, or uses the latest camera when the infos are
-    # not stamped like the images (newer ones already seen, or the newest is > 1 s older).
-    def _on_info(self, side: str, msg) -> None:
-        self._infos[side] = msg
-        left, right = self._infos["left"], self._infos["right"]
-        if left is None or right is None or left.header.stamp != right.header.stamp:
-            return
-        stamp = convert.stamp_to_ns(left.header.stamp)
-        key = (tuple(np.asarray(left.p, float).tolist()), tuple(np.asarray(right.p, float).tolist()),
-               tuple(np.asarray(left.k, float).tolist()), left.width, left.height, right.width, right.height)
-        if key != self._camera_key:
-            self._camera_key = key
-            self._latest_camera = self._build_camera(left, right)
-        self._cameras[stamp] = self._latest_camera
-        while len(self._cameras) > 16:
-            self._cameras.pop(next(iter(self._cameras)))
-        self._info_stamp = max(self._info_stamp, stamp)
-        if self._pending is not None:
-            cam = self._camera_for(convert.stamp_to_ns(self._pending[0].header.stamp))
-            if cam is not None:
-                self.worker.submit((*self._pending, *cam))
-                self._pending = None
-
-    def _build_camera(self, left, right) -> tuple:
-        from sdpr_loc.geometry.stereo import StereoCamera
-
-        try:
-            cam = StereoCamera.from_camera_info(left, right)
-            if (right.width, right.height) != (left.width, left.height) and 0 not in (
-                    left.width, left.height, right.width, right.height):
-                raise ValueError(f"left camera info is {left.width}x{left.height}, right is "
-                                 f"{right.width}x{right.height}")
-            return cam, ""
-        except ValueError as err:
-            why = f"invalid camera info: {err}"
-            self.get_logger().warning(why, throttle_duration_sec=2.0)
-            return None, why
-
-    def _camera_for(self, stamp: int) -> tuple | None:
-        """(camera, error) for an image stamp, or None to wait for its camera infos."""
-        if stamp in self._cameras:
-            return self._cameras[stamp]
-        if self._info_stamp > stamp or (self._info_stamp >= 0 and stamp - self._info_stamp > 1_000_000_000):
-            return self._latest_camera
-        return None
-
-    def _on_image(self, side: str, msg) -> None:
-        self._images[side] = msg
-        left, right = self._images["left"], self._images["right"]
-        if left is None or right is None:
-            return
-        sl, sr = convert.stamp_to_ns(left.header.stamp), convert.stamp_to_ns(right.header.stamp)
-        if abs(sl - sr) > self.sync_tol_ns:  # the older one can never be paired any more: let it go
-            self._images["left" if sl < sr else "right"] = None
-            self.unpaired += 1
-            return
-        self._images = {"left": None, "right": None}
-        if self._pending is not None:      # its infos never came: go with what there is
-            self.worker.submit((*self._pending, *self._latest_camera))
-            self._pending = None
-        cam = self._camera_for(sl)
-        if cam is None:
-            self._pending = (left, right)
-        else:
-            self.worker.submit((left, right, *cam))
-
     # ----- worker thread -----
-    def _process(self, job) -> None:
-        from sdpr_loc.data.bags import decode_image
-
-        lmsg, rmsg, camera, camera_error = job
-        stamp = convert.stamp_to_ns(lmsg.header.stamp)
-        frame_id = lmsg.header.frame_id or "stereo_left_optical_frame"
-        if camera is None:
-            raise FrameError(2, camera_error or "no camera info received yet")
-        if stamp <= self._last_stamp:
-            raise FrameError(1, f"frame at {stamp} ns is not newer than the last one "
-                                f"({self._last_stamp} ns): out of order or duplicate, dropped")
-        if (lmsg.width, lmsg.height) != (rmsg.width, rmsg.height):
-            raise FrameError(2, f"left image is {lmsg.width}x{lmsg.height}, right is {rmsg.width}x{rmsg.height}")
-        if camera.width and camera.height and (lmsg.width, lmsg.height) != (camera.width, camera.height):
-            raise FrameError(2, f"images are {lmsg.width}x{lmsg.height} but camera info says "
-                                f"{camera.width}x{camera.height}")
-        try:
-            left, right = decode_image(lmsg), decode_image(rmsg)
-        except ValueError as err:
-            raise FrameError(2, f"cannot decode image: {err}") from None
+    def _process(self, pair) -> None:
+        left, right, camera, stamp, frame_id = self.input.decode(pair)
         t0 = time.perf_counter()
         kp = self.extract(left, right, camera)
         extract_ms = 1e3 * (time.perf_counter() - t0)
-        self._last_stamp = stamp
         hdr = convert.header(stamp, frame_id)
         self.pub_cloud.publish(pointcloud.to_msg(kp, hdr))
         self.frames_out += 1
@@ -213,7 +102,7 @@ class KeypointNode(Node):
         n_valid = int(kp.valid[0].sum()) if kp.valid.numel() else 0
         values = {"stamp_ns": stamp, "keypoints": int(kp.valid.shape[-1]), "valid": n_valid,
                   "extract_ms": extract_ms, "dropped": self.worker.queue.dropped,
-                  "unpaired": self.unpaired, "frontend": self.frontend}
+                  "unpaired": self.input.unpaired, "frontend": self.frontend}
         if n_valid < self.min_keypoints_warn:
             self._diag(1, f"only {n_valid} valid keypoints (< {self.min_keypoints_warn}): dark, "
                           "blurred, textureless or left == right frame", values)

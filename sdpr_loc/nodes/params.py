@@ -32,6 +32,7 @@ class Spec:
     choices: tuple[str, ...] | None = None
     read_only: bool = False
     string_array: bool = False
+    float_array: bool = False
 
     def check(self, value: Any) -> str:
         """'' when ``value`` is legal, else why not."""
@@ -65,19 +66,13 @@ _KEYPOINT = (
     Spec("torch_threads", "torch CPU threads (0 = torch's default)", range=(0, 256), read_only=True),
 )
 
-_REGISTRATION = (
-    Spec("mode", "'odometry' (chain poses against previous keyframes) or 'map' (localize in map_path)",
-         choices=("odometry", "map"), read_only=True),
-    Spec("map_path", "keyframe map (.npz from `sdpr-loc build-map`); required in map mode", read_only=True),
+_TRACKING = (  # the Tracker's settings, shared by the nodes that localize
     Spec("publish_uncertified", "also publish poses whose optimality certificate failed "
          "(they are never labelled certified)"),
     Spec("map_frame", "frame of poses in map mode (REP 105)", read_only=True),
-    Spec("odom_frame", "frame of poses in odometry mode (REP 105)", read_only=True),
-    Spec("match_ratio", "Lowe ratio test on descriptor distances", range=(0.1, 1.0)),
-    Spec("min_matches", "fewer descriptor matches -> no registration attempt", range=(3, 100000)),
+    Spec("odom_frame", "frame of poses in odometry and teach mode (REP 105)", read_only=True),
+    Spec("min_matches", "fewer matches -> no registration attempt", range=(3, 100000)),
     Spec("min_inliers", "fewer RANSAC inliers -> the pose is not trusted", range=(3, 100000)),
-    Spec("ransac_iterations", "RANSAC hypotheses per frame", range=(1, 100000)),
-    Spec("ransac_threshold", "Mahalanobis inlier gate (squared, 3 dof)", range=(0.1, 1000.0)),
     Spec("keyframe_distance", "odometry: new keyframe after this much motion (m)", range=(0.0, 1000.0)),
     Spec("keyframe_angle", "odometry: new keyframe after this much rotation (deg)", range=(0.0, 180.0)),
     Spec("max_lost", "frames without a pose before odometry re-seeds / map mode relocalizes",
@@ -87,6 +82,43 @@ _REGISTRATION = (
     Spec("torch_threads", "torch CPU threads (0 = torch's default)", range=(0, 256), read_only=True),
     Spec("seed", "RANSAC sampling seed", range=(0, 2**31 - 1), read_only=True),
 )
+
+_REGISTRATION = (
+    Spec("mode", "'odometry' (chain poses against previous keyframes) or 'map' (localize in map_path)",
+         choices=("odometry", "map"), read_only=True),
+    Spec("map_path", "keyframe map (.npz from `sdpr-loc build-map`); required in map mode", read_only=True),
+) + _TRACKING
+
+_LOCALIZATION = (
+    Spec("mode", "'map' (localize in map_path), 'odometry' (chain poses against previous keyframes) "
+         "or 'teach' (odometry that records keyframes and writes them to save_map_path)",
+         choices=("map", "odometry", "teach"), read_only=True),
+    Spec("map_path", "keyframe map (.npz from `sdpr-loc build-map` or teach mode); required in map mode",
+         read_only=True),
+    Spec("save_map_path", "teach mode: where ~/save_map and shutdown write the map (.npz, atomically)"),
+    Spec("frontend", "'network' (learned, dense matching as trained) or 'orb' (classical keypoints)",
+         choices=("network", "orb"), read_only=True),
+    Spec("model_path", "network checkpoint (.pt); '' = the packaged model in share/sdpr_loc/models",
+         read_only=True),
+    Spec("device", "where the network runs: 'auto' (CUDA when available), 'cpu' or 'cuda'",
+         choices=("auto", "cpu", "cuda"), read_only=True),
+    Spec("max_disparity", "stereo search range in pixels", range=(8, 1024), read_only=True),
+    Spec("sigma_px", "pixel noise std (px) behind the 3D point covariances", range=(0.05, 10.0),
+         read_only=True),
+    Spec("sync_tolerance_ms", "left/right images pair when their stamps differ by at most this (ms)",
+         range=(0.0, 1000.0)),
+    Spec("base_frame", "child frame of the published pose when camera_to_base is given (REP 105)",
+         read_only=True),
+    Spec("camera_to_base", "static pose of the base in the camera optical frame [x, y, z, qx, qy, qz, qw]; "
+         "[] = publish the camera's pose", read_only=True, float_array=True),
+    Spec("prior_sigma_mps", "std of the constant-velocity prediction error (m per s since the last pose)",
+         range=(0.001, 100.0)),
+    Spec("prior_sigma_dps", "... in rotation (deg per s)", range=(0.001, 1000.0)),
+    Spec("search_sigmas", "guided dense search: window half-size in predicted pixel std devs",
+         range=(0.5, 20.0)),
+    Spec("search_min_px", "guided dense search: smallest window half-size (px)", range=(1, 64)),
+    Spec("search_max_px", "guided dense search: largest window half-size (px)", range=(1, 64)),
+) + _TRACKING
 
 _TRAINER = (  # node-level; the training hyper-parameters come from config/train.yaml (TRAIN_FILE)
     Spec("teach_bags", "teach (keyframe) rosbag2 files; empty strings are ignored", string_array=True),
@@ -101,7 +133,8 @@ _TRAINER = (  # node-level; the training hyper-parameters come from config/train
 TRAIN_FILE = "train.yaml"   # the trainer's own defaults (owned by sdpr_loc.training.config)
 
 SPECS: dict[str, tuple[Spec, ...]] = {
-    "keypoint_node": _KEYPOINT, "registration_node": _REGISTRATION, "trainer_node": _TRAINER}
+    "keypoint_node": _KEYPOINT, "registration_node": _REGISTRATION, "trainer_node": _TRAINER,
+    "localization_node": _LOCALIZATION}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,6 +225,10 @@ def declare(node, node_name: str, on_change: Callable[[dict[str, Any]], str] | N
         default = defaults[name]
         if spec.string_array:   # ROS cannot type an empty list: [""] stands for "none"
             default = [str(v) for v in (default or [""])]
+        if spec.float_array:    # typed explicitly, so an empty list is a DOUBLE_ARRAY too
+            from rclpy.parameter import Parameter
+
+            default = Parameter.Type.DOUBLE_ARRAY if not default else [float(v) for v in default]
         values[name] = _value(node.declare_parameter(name, default, _descriptor(spec, default)))
     declared["done"] = True
     return values

@@ -1,0 +1,178 @@
+"""localization_node: stereo images -> learned, certified pose, in one process.
+
+The network runs where the images arrive (CUDA when present, else CPU) and the tracker localizes
+each frame: dense descriptors never travel over DDS (~20 MB a frame). In ``map`` mode the map's
+keypoints are searched in the live frame's dense descriptors around where the pose prior puts them
+(guided), or everywhere when there is no prior (start-up, lost: relocalization by place
+signature). ``odometry`` chains frames against the node's own keyframes; ``teach`` does the same
+and records the keyframes, written as a map on ``~/save_map`` (std_srvs/Trigger) and at shutdown.
+
+Subscribes ``stereo/{left,right}/image_rect`` and ``stereo/{left,right}/camera_info``
+(sensor-data QoS, keep-last 1). Publishes ``pose``, ``odom``, ``path`` and ``certificate``
+(:mod:`sdpr_loc.nodes.pose_output`), stamped like the images. With ``camera_to_base`` the pose is
+the base's (``base_frame``), else the left camera optical frame's. Pairs go to one worker thread
+through a one-slot newest-wins queue: the executor only stashes messages.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+
+from .params import declare
+from .pose_output import PoseOutputs, parse_extrinsic
+from .runtime import Worker, run
+from .stereo_input import FrameError, StereoInput
+from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig, TrackResult
+
+NAME = "localization_node"
+__all__ = ["LocalizationNode", "main"]
+_TRACKER_KEYS = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_angle", "max_lost",
+                 "map_candidates", "prior_sigma_mps", "prior_sigma_dps", "search_sigmas", "search_min_px",
+                 "search_max_px")
+
+
+class LocalizationNode(Node):
+    """Learned (or ORB) certified localization of stereo images; see the module docstring."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__(NAME, **node_kwargs)
+        p = declare(self, NAME, on_change=self._on_params)
+        self.p = p
+        if p["torch_threads"] > 0:
+            import torch
+
+            torch.set_num_threads(int(p["torch_threads"]))
+        from sdpr_loc.vision.frontend import make_frames
+
+        keyframe_map = None
+        if p["mode"] == "map":
+            from sdpr_loc.data.maps import KeyframeMap
+
+            if not p["map_path"]:
+                raise ValueError("mode 'map' needs map_path (a .npz from `sdpr-loc build-map` or teach mode)")
+            keyframe_map = KeyframeMap.load(p["map_path"])   # MapError is a ValueError
+            if keyframe_map.frontend not in ("unknown", p["frontend"]):
+                raise ValueError(f"map {p['map_path']!r} was built with frontend {keyframe_map.frontend!r}, "
+                                 f"this node runs {p['frontend']!r}")
+            self.get_logger().info(f"map {p['map_path']}: {len(keyframe_map)} keyframes")
+        if p["mode"] == "teach" and not p["save_map_path"]:
+            raise ValueError("mode 'teach' needs save_map_path (where the map is written)")
+        T_cam_base = parse_extrinsic(p["camera_to_base"])
+        matching = "dense" if p["frontend"] == "network" else "keypoints"
+        self.make_frame, cfg, what = make_frames(p["frontend"], matching, p["model_path"], p["device"],
+                                                 max_disparity=int(p["max_disparity"]), sigma_px=float(p["sigma_px"]))
+        self.frontend = what
+        self.tracker = Tracker(self._tracker_config(p), keyframe_map, matching=cfg, record=p["mode"] == "teach")
+        self.parent = p["map_frame"] if p["mode"] == "map" else p["odom_frame"]
+        self.publish_uncertified = bool(p["publish_uncertified"])
+        self.out = PoseOutputs(self, self.parent, p["base_frame"], T_cam_base, int(p["max_path_length"]))
+        self._warm_up()
+        self.worker = Worker(self._process, self._on_error, maxlen=1, name="localization")
+        self.input = StereoInput(self, self.worker.submit, int(p["sync_tolerance_ms"] * 1e6))
+        if p["mode"] == "teach":
+            from std_srvs.srv import Trigger
+
+            self.create_service(Trigger, "~/save_map", self._on_save_map)
+        self.get_logger().info(f"{p['mode']} mode, {what}")
+
+    # ----- parameters -----
+    @staticmethod
+    def _tracker_config(p: dict) -> TrackerConfig:
+        kw = {k: p[k] for k in _TRACKER_KEYS}
+        mode = "odometry" if p["mode"] == "teach" else p["mode"]
+        return TrackerConfig(mode=mode, seed=int(p["seed"]), **kw)
+
+    def _on_params(self, changes: dict) -> str:
+        merged = {**self.p, **changes}
+        try:
+            cfg = self._tracker_config(merged)
+        except ValueError as err:
+            return str(err)
+        self.p = merged
+        self.tracker.config = cfg
+        self.publish_uncertified = bool(merged["publish_uncertified"])
+        if "sync_tolerance_ms" in changes:
+            self.input.sync_tol_ns = int(merged["sync_tolerance_ms"] * 1e6)
+        if "max_path_length" in changes:
+            self.out.set_path_length(int(merged["max_path_length"]))
+        return ""
+
+    def _warm_up(self) -> None:
+        """One throw-away frame at start (library and network initialisation, and for guided
+        search both the exhaustive and the windowed code paths), so the first real frame is on time."""
+        from sdpr_loc.geometry.stereo import StereoCamera
+        from sdpr_loc.vision.frames import Keyframe, PosePrior
+
+        rng = np.random.default_rng(0)
+        img = rng.random((96, 128)).astype(np.float32)
+        cam = StereoCamera(fx=64.0, fy=64.0, cx=63.5, cy=47.5, baseline=0.2, width=128, height=96)
+        try:
+            frame = self.make_frame(img, np.roll(img, -4, axis=1), cam)
+            kf = Keyframe.from_keypoints(frame.keypoints, np.eye(4))
+            frame.correspond(kf, PosePrior(np.eye(4), np.eye(6) * 1e-4))
+            frame.correspond(kf, None)
+        except Exception as err:  # noqa: BLE001 - a warm-up failure shows up again on real frames
+            self.get_logger().warning(f"warm-up failed: {type(err).__name__}: {err}")
+
+    # ----- worker -----
+    def _process(self, pair) -> None:
+        left, right, camera, stamp, frame_id = self.input.decode(pair)
+        t0 = time.perf_counter()
+        frame = self.make_frame(left, right, camera)
+        network_ms = 1e3 * (time.perf_counter() - t0)
+        res = self.tracker.process(frame, stamp)
+        publish = res.T is not None and (res.certified or (self.publish_uncertified and res.trusted))
+        if publish:
+            self.out.publish(res, frame_id)
+        self._certificate(res, frame_id, publish, {"frontend_ms": network_ms,
+                                                  "total_ms": 1e3 * (time.perf_counter() - t0)})
+
+    def _on_error(self, pair, exc: BaseException) -> None:
+        level = getattr(exc, "level", ERROR)
+        reason = str(exc) if isinstance(exc, FrameError) else f"{type(exc).__name__}: {exc}"
+        stamp = pair.stamp_ns
+        self.get_logger().warning(f"frame {stamp}: {reason}", throttle_duration_sec=1.0)
+        self._certificate(TrackResult(stamp, level, reason), pair[0].header.frame_id, False, {})
+
+    def _certificate(self, res: TrackResult, frame_id: str, published: bool, extra: dict) -> None:
+        self.out.certificate(res, frame_id, published, {
+            "mode": self.p["mode"], "dropped": self.worker.queue.dropped, "unpaired": self.input.unpaired,
+            **extra})
+
+    # ----- teach -----
+    def save_map(self) -> tuple[bool, str]:
+        """Write the recorded keyframes as a map (atomically); (success, message)."""
+        from sdpr_loc.data.maps import KeyframeMap
+
+        recorded = list(self.tracker.recorded)
+        if not recorded:
+            return False, "no keyframes recorded yet"
+        kmap = KeyframeMap.from_keyframes(recorded, frontend=self.p["frontend"], frame_id=self.parent)
+        path = kmap.save(self.p["save_map_path"])
+        return True, f"wrote {len(kmap)} keyframes to {path}"
+
+    def _on_save_map(self, request, response):
+        try:
+            response.success, response.message = self.save_map()
+        except (OSError, ValueError) as err:
+            response.success, response.message = False, f"cannot write the map: {err}"
+        self.get_logger().info(response.message)
+        return response
+
+    def close(self) -> None:
+        self.worker.stop()
+        if self.p["mode"] == "teach" and self.tracker.recorded:
+            ok, message = self.save_map()
+            print(f"[{NAME}] {message}", file=sys.stderr, flush=True)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run(LocalizationNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
