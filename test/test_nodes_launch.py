@@ -16,10 +16,15 @@ import pytest
 from sdpr_loc.nodes import bringup
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH_FILES = {"localize": ROOT / "launch" / "localize.launch.py", "train": ROOT / "launch" / "train.launch.py"}
+LAUNCH_FILES = {"localize": ROOT / "launch" / "localize.launch.py", "train": ROOT / "launch" / "train.launch.py",
+                "keypoints": ROOT / "launch" / "localize_keypoints.launch.py"}
 CASES = {"localize": [{}, {"map": "/maps/teach.npz", "use_gpu": "false", "params_file": "/tmp/robot.yaml"},
                       {"frontend": "network", "model": "/m.pt", "namespace": "rover",
-                       "publish_uncertified": "true"}],
+                       "publish_uncertified": "true"},
+                      {"mode": "teach", "save_map": "/maps/new.npz"}],
+         "keypoints": [{}, {"map": "/maps/teach.npz", "use_gpu": "false", "params_file": "/tmp/robot.yaml"},
+                       {"frontend": "network", "model": "/m.pt", "namespace": "rover",
+                        "publish_uncertified": "true"}],
          "train": [{}, {"teach": "a.mcap,b.mcap", "repeat": "c.mcap,d.mcap", "epochs": "3", "autostart": "false"}]}
 
 
@@ -108,7 +113,8 @@ def test_launch_arguments_map_to_declared_parameters():
     from sdpr_loc.nodes.params import SPECS, TRAIN_FILE, config_path, load_defaults
 
     train_params = set(load_defaults("trainer_node", config_path(TRAIN_FILE)))
-    full = {"localize": CASES["localize"][1] | CASES["localize"][2], "train": CASES["train"][1]}
+    full = {"localize": CASES["localize"][1] | CASES["localize"][2], "train": CASES["train"][1],
+            "keypoints": CASES["keypoints"][1] | CASES["keypoints"][2]}
     for launch, values in full.items():
         for n in bringup.plan(launch, values):
             known = {s.name for s in SPECS[n.entry.name]}
@@ -118,6 +124,8 @@ def test_launch_arguments_map_to_declared_parameters():
             for f in n.params_files[: len(n.entry.configs)]:
                 assert Path(f).is_file()
     p = {n.entry.name: n for n in bringup.plan("localize", {"map": "/m.npz", "use_gpu": "false"})}
+    assert p["localization_node"].overrides == {"mode": "map", "map_path": "/m.npz", "device": "cpu"}
+    p = {n.entry.name: n for n in bringup.plan("keypoints", {"map": "/m.npz", "use_gpu": "false"})}
     assert p["registration_node"].overrides == {"mode": "map", "map_path": "/m.npz"}
     assert p["keypoint_node"].overrides == {"device": "cpu"}
     with pytest.raises(ValueError, match="unknown launch arguments"):
@@ -149,8 +157,8 @@ def test_pip_bringup_dry_run_prints_the_plan():
     with redirect_stdout(buf):
         assert main(["launch", "localize", "map:=/m.npz", "--dry-run"]) == 0
     lines = buf.getvalue().strip().splitlines()
-    assert len(lines) == 2
-    assert "sdpr_loc.nodes.registration_node" in lines[1] and "map_path:=/m.npz" in lines[1]
+    assert len(lines) == 1
+    assert "sdpr_loc.nodes.localization_node" in lines[0] and "map_path:=/m.npz" in lines[0]
     with redirect_stdout(io.StringIO()):
         assert main(["launch", "localize", "bogus:=1"]) == 2
 
@@ -175,10 +183,10 @@ def test_real_launch_files_start_the_nodes():
         node = rclpy.create_node("launch_probe")
         deadline = time.monotonic() + 30
         names = set()
-        while time.monotonic() < deadline and not {"keypoint_node", "registration_node"} <= names:
+        while time.monotonic() < deadline and "localization_node" not in names:
             names = set(node.get_node_names())
             time.sleep(0.5)
-        assert {"keypoint_node", "registration_node"} <= names
+        assert "localization_node" in names
     finally:
         ls.shutdown()
         th.join(20)

@@ -1,15 +1,19 @@
 """End-to-end teach-and-repeat run over DDS: the ROS half of `make demo`.
 
 1. a day teach bag and a night repeat bag of the synthetic town (rendered once, then cached);
-2. a keyframe map of the teach bag, built with the chosen front end (cached next to the bags);
-3. keypoint_node and registration_node (map mode) as separate processes, from the same node
-   table as ``sdpr-loc launch localize``;
+2. a keyframe map of the teach drive, from the drive's own certified odometry (no ground truth;
+   ``--poses ground-truth`` for the old way), built with the chosen front end (cached);
+3. the localization node (map mode: network + guided dense matching + certified registration in
+   one process), started from the same node table as ``sdpr-loc launch localize``;
 4. the repeat bag played at its recorded rate, the outputs recorded to a rosbag2 file;
-5. a summary (frames, localized %, certified %, median errors against ground truth, latency
-   p50 / p95 from image published to pose received) and a PNG of the trajectories.
+5. a summary through the same report code as ``sdpr-loc eval`` (errors measured through the
+   keyframe each pose was localized against, anchored to the teach drive's ground truth), a PNG,
+   and three machine-readable lines, last: ``processed:`` (% of repeat frames with a certificate
+   message), ``latency_p95_ms:`` (image published -> pose received) and ``success:`` (% of ALL
+   repeat frames published as certified poses within 0.25 m and 2 deg).
 
 Front end: the packaged network model when there is one, else ORB (which cannot match day
-keypoints at night: expect a low localized % with ``--frontend orb`` and a night repeat).
+keypoints at night: expect a low success with ``--frontend orb`` and a night repeat).
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="", help="network checkpoint (frontend network)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     parser.add_argument("--every-m", type=float, default=1.0, help="map keyframe spacing (m)")
+    parser.add_argument("--poses", default="odometry", choices=("odometry", "ground-truth"),
+                        help="map keyframe poses: the teach drive's own odometry, or its ground truth")
 
 
 def _bag(out: Path, world: int, route: str, condition: str, frames: int) -> Path:
@@ -64,44 +70,19 @@ def _frontend(args) -> tuple[str, str]:
         return "orb", ""
 
 
-def _map(out: Path, teach: Path, frontend: str, model: str, every_m: float) -> Path:
+def _map(out: Path, teach: Path, frontend: str, model: str, every_m: float, poses: str) -> Path:
     from sdpr_loc.evaluation.build_map_cli import build
 
-    tag = frontend if frontend == "orb" else f"net_{Path(model).stem}"
+    tag = (frontend if frontend == "orb" else f"net_{Path(model).stem}") + f"_{poses}"
     path = out / f"{teach.stem}_{tag}.npz"
     if path.exists() and path.stat().st_mtime >= teach.stat().st_mtime and (
             not model or path.stat().st_mtime >= Path(model).stat().st_mtime):
         return path
     t0 = time.perf_counter()
-    kmap = build(teach, frontend, model, every_m=every_m, progress=False)
+    kmap = build(teach, frontend, model, every_m=every_m, progress=False, poses=poses)
     kmap.save(path)
     print(f"map {path.name}: {len(kmap)} keyframes ({frontend}) in {time.perf_counter() - t0:.0f} s", flush=True)
     return path
-
-
-def _plot(path: Path, teach_xy, gt_xy, est: dict, certified: set, teach: str, repeat: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ax.plot(teach_xy[:, 0], teach_xy[:, 1], color="0.7", lw=3, label=f"teach ({teach}), ground truth")
-    ax.plot(gt_xy[:, 0], gt_xy[:, 1], "k-", lw=1, label=f"repeat ({repeat}), ground truth")
-    if est:
-        xy = np.array([v for _, v in sorted(est.items())])
-        ok = np.array([s in certified for s in sorted(est)])
-        ax.scatter(xy[ok, 0], xy[ok, 1], s=8, c="tab:green", label="estimated, certified")
-        if (~ok).any():
-            ax.scatter(xy[~ok, 0], xy[~ok, 1], s=8, c="tab:red", label="estimated, uncertified")
-    ax.set_xlabel("x (m)")
-    ax.set_ylabel("y (m)")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title("teach and repeat: map-frame camera positions")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     from sdpr_loc.data.bags import StereoBag
+    from sdpr_loc.data.maps import KeyframeMap
     from sdpr_loc.nodes import bringup, launch_cli
-    from sdpr_loc.nodes.convert import msg_to_matrix
     from sdpr_loc.nodes.harness import OutputListener
     from sdpr_loc.nodes.play import play
     from sdpr_loc.nodes.record import Recorder
@@ -120,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
     teach = _bag(out, args.world, "teach", args.teach, args.frames)
     repeat = _bag(out, args.world, "repeat", args.repeat, args.frames)
     frontend, model = _frontend(args)
-    map_path = _map(out, teach, frontend, model, args.every_m)
+    map_path = _map(out, teach, frontend, model, args.every_m, args.poses)
     with StereoBag(teach) as bag:
-        teach_xy = bag.index().poses[:, :2, 3]
+        teach_idx = bag.index()
     with StereoBag(repeat) as bag:
         idx = bag.index()
         gt = {int(s): T for s, T in zip(idx.stamps, idx.poses)}
@@ -142,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     threading.Thread(target=ex.spin, daemon=True).start()
     sent: dict[int, float] = {}
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while not (node.count_subscribers("/stereo/left/image_rect") and node.count_publishers("/pose")
                    and node.count_publishers("/certificate")):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -158,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             if topic == right:
                 sent[t_bag] = t_wall   # bags from write_stereo_bag: bag time = header stamp
 
-        print(f"playing {repeat.name} ({len(gt)} frames) into the nodes ({frontend}) ...", flush=True)
+        print(f"playing {repeat.name} ({len(gt)} frames) into the localization node ({frontend}) ...", flush=True)
         play(node, repeat, rate=args.rate, on_publish=on_publish)
         last = max(gt)
         listener.wait_for(lambda got: last in got.certificate, 10.0)
@@ -171,28 +152,52 @@ def run(args: argparse.Namespace) -> int:
         rclpy.try_shutdown()
         launch_cli.stop(procs)
 
-    got = listener.got
-    n = len(gt)
-    certified = {s for s, (_, c) in got.certificate.items() if c.get("certified") == "true"}
-    est = {s: msg_to_matrix(m.pose.pose) for s, (_, m) in got.pose.items() if s in gt}
-    te = [np.linalg.norm(T[:3, 3] - gt[s][:3, 3]) for s, T in est.items()]
-    re = [np.degrees(np.arccos(np.clip((np.trace(T[:3, :3].T @ gt[s][:3, :3]) - 1) / 2, -1, 1)))
-          for s, T in est.items()]
-    lat = np.array([1e3 * (got.pose[s][0] - sent[s]) for s in est if s in sent])
-    png = out / "trajectory.png"
-    _plot(png, teach_xy, np.array([gt[s][:2, 3] for s in sorted(gt)]),
-          {s: T[:2, 3] for s, T in est.items()}, certified, args.teach, args.repeat)
-    pct = lambda k: 100.0 * k / max(n, 1)  # noqa: E731
+    kmap = KeyframeMap.load(map_path)
+    results = received_results(listener.got, gt, kmap, teach_idx.stamps, teach_idx.poses)
+    lat = np.array([1e3 * (listener.got.pose[s][0] - sent[s]) for s in listener.got.pose if s in sent and s in gt])
+    return report(results, lat, listener.got, out, args, frontend, len(kmap), outputs, teach_idx.poses[:, :2, 3])
+
+
+def received_results(got, gt: dict, kmap, teach_stamps, teach_poses) -> list:
+    """What the node published, as evaluation FrameResults (anchored through the keyframe each pose
+    was localized against, see :func:`sdpr_loc.evaluation.localize.keyframe_anchors`)."""
+    from sdpr_loc.evaluation.localize import FrameResult, keyframe_anchors
+    from sdpr_loc.nodes.convert import msg_to_matrix
+
+    anchors = keyframe_anchors(kmap, teach_stamps, teach_poses)
+    results = []
+    for s in sorted(gt):
+        cert = got.certificate.get(s, (0.0, {}))[1]
+        certified = cert.get("certified") == "true"
+        T = None
+        if s in got.pose and certified:
+            k = int(cert.get("keyframe", -1))
+            T = msg_to_matrix(got.pose[s][1].pose.pose)
+            T = anchors[k] @ T if k >= 0 else T
+        ms = float(cert.get("total_ms", "nan")) if cert else float("nan")
+        results.append(FrameResult(stamp_ns=s, T_gt=gt[s], T=T, localized=T is not None, certified=certified,
+                                   inliers=int(cert.get("inliers", 0) or 0), ms=ms, reason=cert.get("message", "")))
+    return results
+
+
+def report(results: list, lat: np.ndarray, got, out: Path, args, frontend: str, keyframes: int,
+           outputs: Path, teach_xy: np.ndarray) -> int:
+    from sdpr_loc.evaluation.report import plot, summarize, table
+
+    n = len(results)
+    processed = 100.0 * sum(r.stamp_ns in got.certificate for r in results) / max(n, 1)
+    row = summarize(f"ros-{frontend}", results)
+    png = plot(out / "trajectory.png", {row["method"]: results}, teach_xy,
+               title=f"world {args.world}: {args.repeat} repeat vs {args.teach} map ({args.poses} poses)")
     print(f"\nteach {args.teach} / repeat {args.repeat}, world {args.world}, front end {frontend}, "
-          f"map {len(np.load(map_path)['poses'])} keyframes")
-    print(f"frames {n}   certificates {len(got.certificate)}   localized {pct(len(est)):.1f} %   "
-          f"certified {pct(len(certified)):.1f} %")
-    if te:
-        print(f"median error {np.median(te):.3f} m, {np.median(re):.2f} deg   "
-              f"(p90 {np.percentile(te, 90):.3f} m, {np.percentile(re, 90):.2f} deg)")
+          f"map {keyframes} keyframes ({args.poses} poses)")
+    print(table([row]))
     if lat.size:
         print(f"latency image -> pose: p50 {np.percentile(lat, 50):.1f} ms, p95 {np.percentile(lat, 95):.1f} ms")
     print(f"outputs: {outputs} (rosbag2), {png}")
+    print(f"processed: {processed:.1f}")
+    print(f"latency_p95_ms: {float(np.percentile(lat, 95)) if lat.size else float('nan'):.1f}")
+    print(f"success: {100.0 * row['success_rate']:.1f}")
     return 0
 
 

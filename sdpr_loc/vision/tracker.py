@@ -144,13 +144,15 @@ class Tracker:
         """Forget the trajectory (keyframe, last poses, velocity); the map and recordings stay."""
         self.keyframe, self.last_T, self.lost = None, None, 0
         self.last_stamp: int | None = None
-        self.velocity = np.zeros(6)            # body twist per second (translation, rotation)
+        self.velocity: np.ndarray | None = None    # body twist per second (translation, rotation)
 
     def set_pose(self, T: np.ndarray, stamp_ns: int | None = None) -> None:
-        """Give a pose prior (e.g. an initial pose estimate): the next frame is searched around it."""
+        """Give a pose prior (e.g. an initial pose estimate) at ``stamp_ns``: a frame with that
+        stamp is searched around it; later frames need a velocity, so the next one is searched
+        exhaustively (dense) and the velocity follows from the first two poses."""
         self.last_T = np.asarray(T, dtype=np.float64)
         self.last_stamp = stamp_ns
-        self.velocity = np.zeros(6)
+        self.velocity = None
         self.lost = 0
 
     # ------------------------------------------------------------------------------------------
@@ -177,11 +179,16 @@ class Tracker:
     # ----- pose prior -----
     def _predict(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Constant-velocity prediction T_parent_camera and its (6, 6) error covariance (left
-        perturbation in the camera frame), or None without a trusted pose to start from."""
+        perturbation in the camera frame), or None without a trusted pose to start from, or
+        without a velocity for a later frame (a zero-velocity guess would pull the search, and
+        with it the pose, towards no motion)."""
         if self.last_T is None or self.lost > self.config.max_lost:
             return None
-        dt = 0.1 if self.last_stamp is None else max((stamp_ns - self.last_stamp) * 1e-9, 1e-3)
-        T = self.last_T @ se3_exp_np(self.velocity * dt)
+        dt = 0.0 if self.last_stamp is None else max((stamp_ns - self.last_stamp) * 1e-9, 0.0)
+        if self.velocity is None and dt > 1e-3:
+            return None
+        T = self.last_T if self.velocity is None else self.last_T @ se3_exp_np(self.velocity * dt)
+        dt = max(dt, 0.02)
         st = self.config.prior_sigma_mps * dt
         sr = math.radians(self.config.prior_sigma_dps) * dt
         return T, np.diag([st * st] * 3 + [sr * sr] * 3)
@@ -194,9 +201,14 @@ class Tracker:
                          cfg.search_max_px)
 
     def _trusted_pose(self, T: np.ndarray, stamp_ns: int) -> None:
-        if self.last_T is not None and self.last_stamp is not None and stamp_ns > self.last_stamp:
-            dt = (stamp_ns - self.last_stamp) * 1e-9
-            self.velocity = se3_log_np(np.linalg.inv(self.last_T) @ T) / dt
+        """Remember a trusted pose; the velocity is the mean of the last two frame-to-frame
+        twists (one noisy pose moves the prediction half as much)."""
+        if (self.last_T is not None and self.last_stamp is not None and stamp_ns > self.last_stamp
+                and self.lost <= self.config.max_lost):
+            v = se3_log_np(np.linalg.inv(self.last_T) @ T) / ((stamp_ns - self.last_stamp) * 1e-9)
+            self.velocity = v if self.velocity is None else 0.5 * (self.velocity + v)
+        else:
+            self.velocity = None
         self.last_T, self.last_stamp, self.lost = T, stamp_ns, 0
 
     # ----- odometry -----
@@ -216,7 +228,11 @@ class Tracker:
                    if restart else "first keyframe: it defines the odometry origin")
             return TrackResult(stamp_ns=stamp_ns, level=WARN if restart else OK, reason=why,
                                keypoints=len(kf.points), new_keyframe=True)
-        res = self._register(frame, self.keyframe, self._prior(self._predict(stamp_ns), self.keyframe), stamp_ns)
+        prior = self._prior(self._predict(stamp_ns), self.keyframe)
+        res = self._register(frame, self.keyframe, prior, stamp_ns)
+        if prior is not None and not res.trusted and not isinstance(frame, KeypointFrame):
+            self.lost -= 1                     # the guided try does not count: search everywhere
+            res = self._register(frame, self.keyframe, None, stamp_ns)
         cov_left = res.extra.pop("cov_left", None)
         if res.T is None or not res.trusted:
             return res
@@ -246,21 +262,21 @@ class Tracker:
 
     def _process_map(self, frame, stamp_ns: int) -> TrackResult:
         """Try the candidate keyframes: nearest the predicted pose (guided search), or when there
-        is no prediction the best place signatures of the frame's keypoints (exhaustive)."""
+        is no prediction the best place signatures of the frame's keypoints (exhaustive). When no
+        guided registration is trusted, the same candidates are searched exhaustively."""
         cfg = self.config
         pred = self._predict(stamp_ns)
         if pred is not None:
             order = self.map.nearest(pred[0], k=cfg.map_candidates)
         else:
             order = self.map.candidates(frame.keypoints, k=cfg.map_candidates)
-        best, lost = None, self.lost
-        for i in order:
-            kf = self._map_keyframe(int(i))
-            res = self._register(frame, kf, self._prior(pred, kf), stamp_ns)
-            if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
-                best = res
-            if res.trusted and res.inliers >= 3 * cfg.min_inliers and not cfg.exhaustive:
-                break
+        lost = self.lost
+        best = self._best_candidate(frame, order, pred, stamp_ns)
+        if pred is not None and cfg.guided and not isinstance(frame, KeypointFrame) and (
+                best is None or not best.trusted):
+            again = self._best_candidate(frame, order, None, stamp_ns)
+            if again is not None and (best is None or (again.trusted, again.inliers) > (best.trusted, best.inliers)):
+                best = again
         self.lost = lost                       # one frame, however many candidates failed
         if best is None:
             return self._fail(stamp_ns, ERROR, "no candidate keyframe (no place signature fits)", 0)
@@ -271,6 +287,17 @@ class Tracker:
         if pred is None:
             best.reason = (best.reason + "; " if best.reason else "") + "relocalized by place signature"
         best.extra.pop("cov_left", None)
+        return best
+
+    def _best_candidate(self, frame, order, pred, stamp_ns: int) -> TrackResult | None:
+        cfg, best = self.config, None
+        for i in order:
+            kf = self._map_keyframe(int(i))
+            res = self._register(frame, kf, self._prior(pred, kf), stamp_ns)
+            if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
+                best = res
+            if res.trusted and res.inliers >= 3 * cfg.min_inliers and not cfg.exhaustive:
+                break
         return best
 
     # ----- one registration -----
