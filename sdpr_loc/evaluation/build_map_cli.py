@@ -21,14 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build(teach: Path, frontend: str, model: str = "", every_m: float = 1.0, every_deg: float = 10.0,
           device: str = "auto", progress: bool = True):
     """The KeyframeMap of a teach bag (not saved)."""
-    from sdpr_loc.data.bags import StereoBag
+    from sdpr_loc.data.bags import BagError, StereoBag
     from sdpr_loc.data.maps import build_map
     from sdpr_loc.vision.frontend import make_extractor
 
-    extract, _ = make_extractor(frontend, model_path=model, device=device)
-    with StereoBag(teach) as bag:
+    with StereoBag(teach).require_frames() as bag:
+        extract, _ = make_extractor(frontend, model_path=model, device=device)
         frames = tqdm(bag, total=len(bag), desc=f"map {teach.name}", unit="frame", disable=not progress)
-        return build_map(frames, extract, every_m=every_m, every_deg=every_deg, frontend=frontend)
+        kmap = build_map(frames, extract, every_m=every_m, every_deg=every_deg, frontend=frontend)
+    if len(kmap) == 0:
+        raise BagError(f"teach bag {str(teach)!r} gave no keyframes: its frames need ground-truth "
+                       "poses and enough keypoints")
+    return kmap
 
 
 def run(args: argparse.Namespace) -> int:

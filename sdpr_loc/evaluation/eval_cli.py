@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from sdpr_loc.data.maps import KeyframeMap
 
     from .build_map_cli import build
-    from .localize import check_method, run_method
+    from .localize import check_map, check_method, run_method
     from .report import plot, summarize, table, write_csv
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -42,8 +42,11 @@ def run(args: argparse.Namespace) -> int:
             maps["orb"] = build(args.teach, "orb")
         else:
             raise SystemExit("orb-ransac needs an ORB map: pass --teach (to build one) or --orb-map")
+    for m in methods:  # the map file each method uses, named in the error
+        kind = METHODS[m][0]
+        check_map(m, maps[kind], f"map {str(args.orb_map if kind == 'orb' and args.orb_map else args.map)!r}")
     per_frame = {}
-    with StereoBag(args.repeat) as bag:
+    with StereoBag(args.repeat).require_frames() as bag:
         for m in methods:
             with tqdm(total=len(bag), desc=m, unit="frame") as bar:
                 per_frame[m] = run_method(m, maps[METHODS[m][0]], bag, model_path=args.model,

@@ -22,7 +22,9 @@ from typing import Iterable
 
 import numpy as np
 
-from sdpr_loc.data.maps import KeyframeMap
+from sdpr_loc.data.dataset import MissingGroundTruthError
+from sdpr_loc.data.maps import KeyframeMap, MapError
+from sdpr_loc.errors import UsageError
 from sdpr_loc.vision.frontend import make_extractor
 from sdpr_loc.vision.tracker import Tracker, TrackerConfig
 
@@ -58,17 +60,25 @@ class FrameResult:
 
 def check_method(name: str) -> tuple[str, str, str]:
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+        raise UsageError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
     return METHODS[name]
+
+
+def check_map(name: str, kmap: KeyframeMap, where: str = "the map") -> None:
+    """MapError (saying ``where``) when method ``name`` cannot localize in ``kmap``."""
+    frontend = check_method(name)[0]
+    if len(kmap) == 0:
+        raise MapError(f"{where} has no keyframes")
+    if kmap.frontend not in ("unknown", frontend):
+        raise MapError(f"method {name!r} uses {frontend!r} descriptors but {where} was built with "
+                       f"{kmap.frontend!r} (sdpr-loc build-map --frontend {frontend})")
 
 
 def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str = "", device: str = "cpu",
                tracker_config: TrackerConfig | None = None, progress=None) -> list[FrameResult]:
     """Localize ``frames`` (StereoFrame with ground-truth pose) against ``kmap`` with method ``name``."""
     frontend, matching, registration = check_method(name)
-    if kmap.frontend not in ("unknown", frontend):
-        raise ValueError(f"method {name!r} uses {frontend!r} descriptors but the map was built with "
-                         f"{kmap.frontend!r}")
+    check_map(name, kmap)
     if matching == "dense":
         from sdpr_loc.vision.dense import DenseFrame
         from sdpr_loc.vision.frontend import load_model
@@ -83,7 +93,9 @@ def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str =
     out: list[FrameResult] = []
     for i, fr in enumerate(frames):
         if fr.pose is None:
-            raise ValueError(f"frame {i} (stamp {fr.stamp_ns}) has no ground-truth pose: cannot evaluate")
+            where = f"bag {str(frames.path)!r}" if hasattr(frames, "path") else "the repeat drive"
+            raise MissingGroundTruthError(f"{where}: frame {i} (stamp {fr.stamp_ns}) has no ground-truth "
+                                          "pose: cannot evaluate")
         if i == 0:
             tracker.last_T = np.asarray(fr.pose, dtype=np.float64)  # prior for the first frame
         t0 = time.perf_counter()
