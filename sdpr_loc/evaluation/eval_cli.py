@@ -33,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     for m in methods:
         check_method(m)
     maps = {"network": KeyframeMap.load(args.map)}
+    if any(METHODS[m][0] == "network" for m in methods):  # a bad --model fails before any work
+        from sdpr_loc.vision.frontend import load_model
+
+        load_model(args.model, args.device)
     if any(METHODS[m][0] == "orb" for m in methods):
         if args.orb_map:
             maps["orb"] = KeyframeMap.load(args.orb_map)
