@@ -74,7 +74,7 @@ def check_inputs(assignments: dict[str, str]) -> None:
     from sdpr_loc.data.bags import StereoBag
     from sdpr_loc.data.maps import KeyframeMap
     from sdpr_loc.errors import UsageError
-    from sdpr_loc.vision.frontend import load_model
+    from sdpr_loc.vision.frontend import FRONTENDS, load_model
 
     for name, value in assignments.items():
         if not value:
@@ -83,6 +83,8 @@ def check_inputs(assignments: dict[str, str]) -> None:
             KeyframeMap.load(value)
         elif name in ("model", "base_model"):
             load_model(value, device="cpu")
+        elif name == "frontend" and value not in FRONTENDS:
+            raise UsageError(f"frontend must be one of {FRONTENDS}, got {value!r}")
         elif name in ("teach", "repeat"):
             for path in bringup._csv(value):
                 with StereoBag(path) as bag:
@@ -91,7 +93,7 @@ def check_inputs(assignments: dict[str, str]) -> None:
             import yaml
 
             try:
-                yaml.safe_load(Path(value).read_text())
+                yaml.safe_load(Path(value).read_bytes())  # bytes: an undecodable file is a YAMLError
             except yaml.YAMLError as err:
                 raise UsageError(f"params_file {value!r} is not YAML: {' '.join(str(err).split())}") from None
 
