@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DEBUG_ENV = "SDPR_LOC_DEBUG"
+# a path the user gave that is missing, a directory, or not readable/writable: the user's to fix
+PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdpr-loc", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true",
@@ -41,11 +46,6 @@ def _parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
-
-
-DEBUG_ENV = "SDPR_LOC_DEBUG"
-# a path the user gave that is missing, a directory, or not readable/writable: the user's to fix
-PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def _message(name: str, err: BaseException) -> str:

@@ -53,7 +53,7 @@ _STORAGE_SUFFIX = {".mcap": "mcap", ".db3": "sqlite3"}
 
 
 # --------------------------------------------------------------------------------------------
-# errors: one class per problem, all user errors and ValueErrors, messages name the bag, the topic and the fix
+# errors: one class per problem, all UserErrors and ValueErrors; messages name the bag, topic, fix
 # --------------------------------------------------------------------------------------------
 class BagError(UserError, ValueError):
     """A bag cannot be used as a stereo drive; the message says why."""
