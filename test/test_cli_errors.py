@@ -135,6 +135,7 @@ CASES = [
     ("demo", ["--model", "{corrupt_pt}"], "corrupt_pt", "cannot load model"),
     ("demo", ["--model", "{missing_model}"], "missing_model", "does not exist"),
     ("make-bag", ["--out", "{good}", "--frames", "1"], "good", "exists"),
+    ("polymin-fit", ["--out", "{good}/plot.png"], "good", "File exists"),
     ("make-bag", ["--out", "{missing_bag}", "--storage", "sqlite3", "--frames", "1", "--no-progress"],
      "missing_bag", "storage"),
 ]
