@@ -2,12 +2,22 @@
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``; the
 module is imported only when its subcommand is used, so ``sdpr-loc --help`` stays fast.
+
+Errors: :func:`run_command` is the one place that turns a user error (``sdpr_loc.errors.UserError``
+and its families, or a missing / unreadable path) into one line ``sdpr-loc <command>: error: ...``
+and exit status 2. Any other exception is a bug and keeps its traceback. ``--debug`` (before the
+command) or ``SDPR_LOC_DEBUG=1`` prints the traceback of user errors too.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+from typing import Callable
+
+from sdpr_loc.errors import UserError
 
 # name -> (module, one-line help). Add one line per subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,25 +33,71 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DEBUG_ENV = "SDPR_LOC_DEBUG"
+# a path the user gave that is missing, a directory, or not readable/writable: the user's to fix
+PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdpr-loc", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show tracebacks for user errors too (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+def _message(name: str, err: BaseException) -> str:
+    """One line: the error's message (OS errors: reason and path), whitespace collapsed."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.strerror}: {str(err.filename)!r}"
+    elif isinstance(err, SystemExit):  # raise SystemExit("...") from a command, maybe prefixed
+        text = str(err.code).removeprefix(f"sdpr-loc {name}:").strip().removeprefix("error:")
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+def run_command(name: str, call: Callable[[], int | None], debug: bool = False) -> int:
+    """Run one command; a user error becomes one line on stderr and exit status 2, a bug raises.
+
+    User errors: :class:`UserError`, an OS error about a path, and ``SystemExit("message")``
+    (argparse's own exits carry a status, not a message, and pass through).
+    """
+    try:
+        return int(call() or 0)
+    except (UserError, SystemExit, *PATH_ERRORS) as err:
+        if isinstance(err, SystemExit) and not isinstance(err.code, str):
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"sdpr-loc {name}: error: {_message(name, err)}", file=sys.stderr)
+        return 2
+
+
+def _debug_env() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_env()
+    while argv and argv[0] == "--debug":
+        debug = True
+        argv = argv[1:]
     if not argv or argv[0] not in COMMANDS:
         _parser().parse_args(argv or ["--help"])
         return 2
     name, rest = argv[0], argv[1:]
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"sdpr-loc {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+
+    def call() -> int | None:
+        module = importlib.import_module(COMMANDS[name][0])
+        parser = argparse.ArgumentParser(prog=f"sdpr-loc {name}", description=COMMANDS[name][1])
+        module.add_arguments(parser)
+        return module.run(parser.parse_args(rest))
+
+    return run_command(name, call, debug)
 
 
 if __name__ == "__main__":

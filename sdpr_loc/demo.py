@@ -17,4 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model:  # a bad --model fails now (one line, exit 2), not after the drives are rendered
+        from sdpr_loc.vision.frontend import load_model
+
+        load_model(args.model, device="cpu")
     return ros_demo.run(args)

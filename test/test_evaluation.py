@@ -1,5 +1,6 @@
 """build-map and eval end to end on a tiny synthetic bag pair, through the CLI."""
 import csv
+import dataclasses
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from sdpr_loc.cli import main as cli
 from sdpr_loc.data.bags import write_stereo_bag
+from sdpr_loc.data.maps import KeyframeMap
 from sdpr_loc.data.synth import make_world, render_drive
 from sdpr_loc.evaluation.localize import FrameResult
 from sdpr_loc.evaluation.report import summarize
@@ -49,15 +51,21 @@ def test_build_map_and_eval_ground_truth_perfect_case(teach_bag, tmp_path):
     assert (out / "eval.png").stat().st_size > 10_000
 
 
-def test_eval_rejects_unknown_method_and_missing_orb_map(teach_bag, tmp_path):
+def test_eval_rejects_unknown_method_and_missing_orb_map(teach_bag, tmp_path, capsys):
     map_path = tmp_path / "orb.npz"
     assert cli(["build-map", "--teach", str(teach_bag), "--frontend", "orb", "--out", str(map_path)]) == 0
-    with pytest.raises(ValueError, match="unknown method"):
-        cli(["eval", "--map", str(map_path), "--repeat", str(teach_bag), "--methods", "magic"])
+    capsys.readouterr()
+    assert cli(["eval", "--map", str(map_path), "--repeat", str(teach_bag), "--methods", "magic"]) == 2
+    assert "sdpr-loc eval: error: unknown method 'magic'" in capsys.readouterr().err
     # an ORB map cannot serve the learned methods: their descriptors differ
-    with pytest.raises(ValueError, match="descriptors"):
-        cli(["eval", "--map", str(map_path), "--repeat", str(teach_bag), "--methods", "learned-svd",
-             "--model", str(default_model_path()), "--out", str(tmp_path / "e")])
+    assert cli(["eval", "--map", str(map_path), "--repeat", str(teach_bag), "--methods", "learned-svd",
+                "--model", str(default_model_path()), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "descriptors" in err and str(map_path) in err
+    net_map = dataclasses.replace(KeyframeMap.load(map_path), frontend="network").save(tmp_path / "net.npz")
+    assert cli(["eval", "--map", str(net_map), "--repeat", str(teach_bag), "--methods", "orb-ransac"]) == 2
+    assert capsys.readouterr().err == ("sdpr-loc eval: error: orb-ransac needs an ORB map: pass --teach "
+                                       "(to build one) or --orb-map\n")
 
 
 def test_summary_counts_unlocalized_frames_as_failures():

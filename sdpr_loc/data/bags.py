@@ -32,13 +32,14 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from sdpr_loc.errors import UsageError, UserError
 from sdpr_loc.geometry.stereo import StereoCamera  # only its constructor is used here
 
 __all__ = [
     "StereoFrame", "StereoTopics", "StereoBag", "BagIndex", "write_stereo_bag",
-    "camera_from_infos", "camera_to_infos", "decode_image", "bag_checksum", "bag_files",
+    "camera_from_infos", "camera_to_infos", "decode_image", "bag_checksum", "bag_files", "open_reader",
     "pose_to_matrix", "matrix_to_pose", "SUPPORTED_ENCODINGS",
-    "BagError", "UnreadableBagError", "MissingTopicError", "TopicTypeError",
+    "BagError", "UnreadableBagError", "MissingTopicError", "EmptyBagError", "TopicTypeError",
     "UnsupportedEncodingError", "ImageSizeMismatchError", "MissingCameraInfoError",
     "MalformedMessageError",
 ]
@@ -52,9 +53,9 @@ _STORAGE_SUFFIX = {".mcap": "mcap", ".db3": "sqlite3"}
 
 
 # --------------------------------------------------------------------------------------------
-# errors: one class per problem, all ValueErrors, messages name the bag, the topic and the fix
+# errors: one class per problem, all UserErrors and ValueErrors; messages name the bag, topic, fix
 # --------------------------------------------------------------------------------------------
-class BagError(ValueError):
+class BagError(UserError, ValueError):
     """A bag cannot be used as a stereo drive; the message says why."""
 
 
@@ -64,6 +65,10 @@ class UnreadableBagError(BagError):
 
 class MissingTopicError(BagError):
     """A required topic is not in the bag; the message lists the topics the bag has."""
+
+
+class EmptyBagError(BagError):
+    """The bag (or the topics in use) holds no messages."""
 
 
 class TopicTypeError(BagError):
@@ -396,10 +401,10 @@ def _resolve_output(path: Path, storage: str | None) -> tuple[str, bool]:
     """-> (storage, single_file)."""
     suffix_storage = _STORAGE_SUFFIX.get(path.suffix.lower())
     if storage is not None and storage not in ("mcap", "sqlite3"):
-        raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
+        raise UsageError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
     if suffix_storage:
         if storage is not None and storage != suffix_storage:
-            raise ValueError(f"{path.name}: suffix {path.suffix} means {suffix_storage}, "
+            raise UsageError(f"{path.name}: suffix {path.suffix} means {suffix_storage}, "
                              f"but storage={storage!r} was asked for")
         return suffix_storage, True
     return storage or "mcap", False
@@ -553,6 +558,33 @@ except ImportError:  # pragma: no cover
     pass
 
 
+def _unreadable(path: Path, err: BaseException) -> UnreadableBagError:
+    return UnreadableBagError(f"cannot read bag {str(path)!r}: {type(err).__name__}: {err} "
+                              "(is the file truncated or corrupt?)")
+
+
+def open_reader(path: str | os.PathLike):
+    """An opened rosbags ``Reader`` of ``path``; UnreadableBagError naming it when it is not a bag.
+
+    The one place a bag file is opened: rosbags' own errors (``ReaderError: File magic is
+    invalid.``, YAML and sqlite errors) become a BagError with the path.
+    """
+    from rosbags.rosbag2 import Reader
+    from rosbags.rosbag2.errors import ReaderError
+
+    path = Path(path)
+    if not path.exists():
+        raise UnreadableBagError(f"bag {str(path)!r} does not exist")
+    if path.is_dir() and not (path / "metadata.yaml").exists():
+        raise UnreadableBagError(f"{str(path)!r} is a directory without metadata.yaml, not a rosbag2")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except (ReaderError, *_READ_ERRORS) as err:
+        raise _unreadable(path, err) from err
+    return reader
+
+
 @dataclass
 class _Pair:
     stamp: int
@@ -599,29 +631,13 @@ class StereoBag:
 
     # ----- opening and validation -----
     def _wrap(self, err: BaseException) -> UnreadableBagError:
-        return UnreadableBagError(
-            f"cannot read bag {str(self.path)!r}: {type(err).__name__}: {err} "
-            "(is the file truncated or corrupt?)")
+        return _unreadable(self.path, err)
 
     def _reader_open(self):
         """A rosbags Reader, opened once per process (safe with DataLoader workers)."""
-        from rosbags.rosbag2 import Reader
-        from rosbags.rosbag2.errors import ReaderError
-
         if self._reader is not None and self._reader_pid == os.getpid():
             return self._reader
-        if not self.path.exists():
-            raise UnreadableBagError(f"bag {str(self.path)!r} does not exist")
-        if self.path.is_dir() and not (self.path / "metadata.yaml").exists():
-            raise UnreadableBagError(
-                f"{str(self.path)!r} is a directory without metadata.yaml, not a rosbag2")
-        try:
-            reader = Reader(self.path)
-            reader.open()
-        except BagError:
-            raise
-        except (ReaderError, FileNotFoundError, *_READ_ERRORS) as err:
-            raise self._wrap(err) from err
+        reader = open_reader(self.path)
         self._reader, self._reader_pid = reader, os.getpid()
         try:
             self._conns = self._check_connections(reader)
@@ -666,6 +682,14 @@ class StereoBag:
                     f"topic {topic!r} in {str(self.path)!r} carries {bad[0]}, expected {msgtype}")
             conns[key] = cs
         return conns
+
+    def require_frames(self) -> "StereoBag":
+        """``self`` if the bag has stereo frames, else EmptyBagError (for commands that need a drive)."""
+        if len(self) == 0:
+            self.close()
+            raise EmptyBagError(f"bag {str(self.path)!r} has no stereo frames (no messages on "
+                                f"{self.topics.left!r} and {self.topics.right!r})")
+        return self
 
     def close(self) -> None:
         if self._reader is not None and self._reader_pid == os.getpid():

@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from .lighting import CONDITIONS
 from .synth import ROUTES
@@ -30,11 +31,16 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
+def _positive(kind: type) -> Callable[[str], int | float]:
+    """argparse type: a positive ``kind`` (int or float), so a bad value is a usage error."""
+    def parse(text: str):
+        v = kind(text)
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return v
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="world seed: same seed, same town (default 0)")
     parser.add_argument("--condition", choices=sorted(CONDITIONS), default="day",
                         help="lighting (default day)")
-    parser.add_argument("--frames", type=_positive_int, default=300, help="stereo frames (300)")
+    parser.add_argument("--frames", type=_positive(int), default=300, help="stereo frames (300)")
     parser.add_argument("--route", choices=ROUTES, default="teach",
                         help="teach: reference drive; repeat: same route with offsets")
     parser.add_argument("--seed", type=int, default=0,
@@ -53,11 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage for a directory output (default: from the suffix, else mcap)")
     parser.add_argument("--size", type=_size, default=(240, 320), metavar="HxW",
                         help="image size (default 240x320; e.g. 384x512)")
-    parser.add_argument("--fx", type=float, default=None,
+    parser.add_argument("--fx", type=_positive(float), default=None,
                         help="focal length in pixels (default 200 * width / 320)")
-    parser.add_argument("--baseline", type=float, default=0.24, help="stereo baseline, m (0.24)")
-    parser.add_argument("--fps", type=float, default=10.0, help="frame rate (10)")
-    parser.add_argument("--speed", type=float, default=5.0, help="vehicle speed, m/s (5)")
+    parser.add_argument("--baseline", type=_positive(float), default=0.24, help="stereo baseline, m (0.24)")
+    parser.add_argument("--fps", type=_positive(float), default=10.0, help="frame rate (10)")
+    parser.add_argument("--speed", type=_positive(float), default=5.0, help="vehicle speed, m/s (5)")
     parser.add_argument("--encoding", choices=ENCODINGS, default="mono8", help="image encoding")
     parser.add_argument("--distro", choices=("kilted", "jazzy"), default="kilted",
                         help="message typestore (default kilted)")
@@ -73,24 +79,18 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if (out.exists() or out.is_symlink()) and not args.force:
-        print(f"sdpr-loc make-bag: error: {out} exists; pass --force to replace it",
-              file=sys.stderr)
-        return 2
-    try:
-        h, w = args.size
-        camera = default_camera(h, w, fx=args.fx, baseline=args.baseline)
-        t0 = time.perf_counter()
-        world = make_world(args.world)
-        frames = render_drive(world, args.route, args.condition, args.frames, camera, args.seed,
-                              fps=args.fps, speed=args.speed)
-        bar = tqdm(frames, total=args.frames, unit="frame", disable=args.no_progress,
-                   desc=f"{args.route}/{args.condition}", file=sys.stderr)
-        n = write_stereo_bag(out, bar, storage=args.storage, encoding=args.encoding,
-                             distro=args.distro, overwrite=args.force)
-        dt = time.perf_counter() - t0
-    except (ValueError, FileExistsError) as err:
-        print(f"sdpr-loc make-bag: error: {err}", file=sys.stderr)
-        return 2
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    h, w = args.size
+    camera = default_camera(h, w, fx=args.fx, baseline=args.baseline)
+    t0 = time.perf_counter()
+    world = make_world(args.world)
+    frames = render_drive(world, args.route, args.condition, args.frames, camera, args.seed,
+                          fps=args.fps, speed=args.speed)
+    bar = tqdm(frames, total=args.frames, unit="frame", disable=args.no_progress,
+               desc=f"{args.route}/{args.condition}", file=sys.stderr)
+    n = write_stereo_bag(out, bar, storage=args.storage, encoding=args.encoding,
+                         distro=args.distro, overwrite=args.force)
+    dt = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in ([out] if out.is_file() else out.rglob("*")) if f.is_file())
     print(f"wrote {n} stereo frames ({w}x{h}, {args.route}, {args.condition}, world {args.world}) "
           f"to {out} [{size / 1e6:.1f} MB] in {dt:.1f} s ({n / dt:.1f} frames/s)")

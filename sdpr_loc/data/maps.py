@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from sdpr_loc.errors import UserError
 from sdpr_loc.vision.keypoints import StereoKeypoints
 
 __all__ = ["KeyframeMap", "build_map", "MapError", "FORMAT_VERSION"]
@@ -27,7 +29,7 @@ __all__ = ["KeyframeMap", "build_map", "MapError", "FORMAT_VERSION"]
 FORMAT_VERSION = 1
 
 
-class MapError(ValueError):
+class MapError(UserError, ValueError):
     """A map file that cannot be used (missing arrays, inconsistent shapes, bad poses)."""
 
 
@@ -200,6 +202,8 @@ class KeyframeMap:
         path = Path(path)
         if not path.is_file():
             raise MapError(f"map file {str(path)!r} does not exist")
+        if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and blame allow_pickle
+            raise MapError(f"cannot read map {str(path)!r}: not an .npz archive (truncated or corrupt?)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}

@@ -31,19 +31,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build(teach: Path, frontend: str, model: str = "", every_m: float = 1.0, every_deg: float = 10.0,
           device: str = "auto", progress: bool = True, poses: str = "ground-truth"):
     """The KeyframeMap of a teach bag (not saved)."""
-    from sdpr_loc.data.bags import StereoBag
+    from sdpr_loc.data.bags import BagError, StereoBag
     from sdpr_loc.data.maps import build_map
 
     if poses not in POSES:
         raise ValueError(f"poses must be one of {POSES}, got {poses!r}")
-    with StereoBag(teach) as bag:
+    with StereoBag(teach).require_frames() as bag:
         frames = tqdm(bag, total=len(bag), desc=f"map {teach.name} ({poses})", unit="frame", disable=not progress)
         if poses == "odometry":
-            return teach_map(frames, frontend, model, every_m, every_deg, device)
-        from sdpr_loc.vision.frontend import make_extractor
+            kmap = teach_map(frames, frontend, model, every_m, every_deg, device)
+        else:
+            from sdpr_loc.vision.frontend import make_extractor
 
-        extract, _ = make_extractor(frontend, model_path=model, device=device)
-        return build_map(frames, extract, every_m=every_m, every_deg=every_deg, frontend=frontend)
+            extract, _ = make_extractor(frontend, model_path=model, device=device)
+            kmap = build_map(frames, extract, every_m=every_m, every_deg=every_deg, frontend=frontend)
+    if len(kmap) == 0:
+        why = ("its frames need ground-truth poses and enough keypoints" if poses == "ground-truth"
+               else "odometry found too few keypoints to make one")
+        raise BagError(f"teach bag {str(teach)!r} gave no keyframes: {why}")
+    return kmap
 
 
 def teach_map(frames, frontend: str = "network", model: str = "", every_m: float = 1.0,

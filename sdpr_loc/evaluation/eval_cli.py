@@ -35,13 +35,17 @@ def run(args: argparse.Namespace) -> int:
     from sdpr_loc.vision.tracker import TrackerConfig
 
     from .build_map_cli import build
-    from .localize import check_method, keyframe_anchors, run_method
+    from .localize import check_map, check_method, keyframe_anchors, run_method
     from .report import plot, summarize, table, write_csv
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         check_method(m)
     maps = {"network": KeyframeMap.load(args.map)}
+    if any(METHODS[m][0] == "network" for m in methods):  # a bad --model fails before any work
+        from sdpr_loc.vision.frontend import load_model
+
+        load_model(args.model, args.device)
     if any(METHODS[m][0] == "orb" for m in methods):
         if args.orb_map:
             maps["orb"] = KeyframeMap.load(args.orb_map)
@@ -51,13 +55,16 @@ def run(args: argparse.Namespace) -> int:
             maps["orb"] = build(args.teach, "orb")
         else:
             raise SystemExit("orb-ransac needs an ORB map: pass --teach (to build one) or --orb-map")
+    for m in methods:  # the map file each method uses, named in the error
+        kind = METHODS[m][0]
+        check_map(m, maps[kind], f"map {str(args.orb_map if kind == 'orb' and args.orb_map else args.map)!r}")
     anchors = None
     if args.teach:
         with StereoBag(args.teach) as bag:
             idx = bag.index()
         anchors = {k: keyframe_anchors(m, idx.stamps, idx.poses) for k, m in maps.items()}
     per_frame = {}
-    with StereoBag(args.repeat) as bag:
+    with StereoBag(args.repeat).require_frames() as bag:
         for m in methods:
             with tqdm(total=len(bag), desc=m, unit="frame") as bar:
                 per_frame[m] = run_method(m, maps[METHODS[m][0]], bag, model_path=args.model,

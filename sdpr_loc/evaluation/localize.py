@@ -24,7 +24,9 @@ from typing import Iterable
 
 import numpy as np
 
-from sdpr_loc.data.maps import KeyframeMap
+from sdpr_loc.data.dataset import MissingGroundTruthError
+from sdpr_loc.data.maps import KeyframeMap, MapError
+from sdpr_loc.errors import UsageError
 from sdpr_loc.vision.frontend import make_frames
 from sdpr_loc.vision.tracker import Tracker, TrackerConfig
 
@@ -60,7 +62,7 @@ class FrameResult:
 
 def check_method(name: str) -> tuple[str, str, str]:
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+        raise UsageError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
     return METHODS[name]
 
 
@@ -84,6 +86,16 @@ def keyframe_anchors(kmap: KeyframeMap, teach_stamps: np.ndarray, teach_poses: n
     return A
 
 
+def check_map(name: str, kmap: KeyframeMap, where: str = "the map") -> None:
+    """MapError (saying ``where``) when method ``name`` cannot localize in ``kmap``."""
+    frontend = check_method(name)[0]
+    if len(kmap) == 0:
+        raise MapError(f"{where} has no keyframes")
+    if kmap.frontend not in ("unknown", frontend):
+        raise MapError(f"method {name!r} uses {frontend!r} descriptors but {where} was built with "
+                       f"{kmap.frontend!r} (sdpr-loc build-map --frontend {frontend})")
+
+
 def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str = "", device: str = "cpu",
                tracker_config: TrackerConfig | None = None, progress=None, prior: bool = True,
                anchors: np.ndarray | None = None) -> list[FrameResult]:
@@ -96,9 +108,7 @@ def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str =
     goes the other way, through the keyframe nearest its true pose.
     """
     frontend, matching, registration = check_method(name)
-    if kmap.frontend not in ("unknown", frontend):
-        raise ValueError(f"method {name!r} uses {frontend!r} descriptors but the map was built with "
-                         f"{kmap.frontend!r}")
+    check_map(name, kmap)
     make_frame, matching_config, _ = make_frames(frontend, matching, model_path=model_path, device=device)
     base = tracker_config or TrackerConfig()
     # offline: every method tries all candidate keyframes and keeps the best (same search for all)
@@ -107,7 +117,9 @@ def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str =
     out: list[FrameResult] = []
     for i, fr in enumerate(frames):
         if fr.pose is None:
-            raise ValueError(f"frame {i} (stamp {fr.stamp_ns}) has no ground-truth pose: cannot evaluate")
+            where = f"bag {str(frames.path)!r}" if hasattr(frames, "path") else "the repeat drive"
+            raise MissingGroundTruthError(f"{where}: frame {i} (stamp {fr.stamp_ns}) has no ground-truth "
+                                          "pose: cannot evaluate")
         T_gt = np.asarray(fr.pose, dtype=np.float64)
         if i == 0 and prior:  # the first frame's prior, in the map frame
             T0 = T_gt

@@ -137,6 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before the fit
     hist = run_fit(args.steps)
     x_s, x_l, x_g = hist["x_sdp"][-1], hist["x_loc"][-1], hist["x_loc_global"][-1]
     p_l = np.polynomial.Polynomial(hist["c_loc"])

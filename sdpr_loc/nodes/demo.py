@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="bags, map, outputs, PNG")
     parser.add_argument("--world", type=int, default=0, help="synthetic town seed")
     parser.add_argument("--frames", type=int, default=200, help="frames per drive (10 Hz)")
-    parser.add_argument("--teach", default="day", help="teach lighting (day, dusk, night)")
-    parser.add_argument("--repeat", default="night", help="repeat lighting (day, dusk, night)")
+    parser.add_argument("--teach", default="day", choices=("day", "dusk", "night"), help="teach lighting")
+    parser.add_argument("--repeat", default="night", choices=("day", "dusk", "night"), help="repeat lighting")
     parser.add_argument("--frontend", default="auto", choices=("auto", "orb", "network"),
                         help="auto: the packaged model if present, else orb")
     parser.add_argument("--model", default="", help="network checkpoint (frontend network)")

@@ -68,6 +68,36 @@ def wait_any(procs: list[subprocess.Popen], stop_flag: list[bool], poll: float =
     return None
 
 
+def check_inputs(assignments: dict[str, str]) -> None:
+    """Open every file the launch arguments name, so a missing or corrupt one fails here (a user
+    error naming it) before any node starts, instead of in a node's log."""
+    from sdpr_loc.data.bags import StereoBag
+    from sdpr_loc.data.maps import KeyframeMap
+    from sdpr_loc.errors import UsageError
+    from sdpr_loc.vision.frontend import FRONTENDS, load_model
+
+    for name, value in assignments.items():
+        if not value:
+            continue
+        if name == "map":
+            KeyframeMap.load(value)
+        elif name in ("model", "base_model"):
+            load_model(value, device="cpu")
+        elif name == "frontend" and value not in FRONTENDS:
+            raise UsageError(f"frontend must be one of {FRONTENDS}, got {value!r}")
+        elif name in ("teach", "repeat"):
+            for path in bringup._csv(value):
+                with StereoBag(path) as bag:
+                    bag.require_frames()
+        elif name == "params_file":
+            import yaml
+
+            try:
+                yaml.safe_load(Path(value).read_bytes())  # bytes: an undecodable file is a YAMLError
+            except yaml.YAMLError as err:
+                raise UsageError(f"params_file {value!r} is not YAML: {' '.join(str(err).split())}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("launch", choices=sorted(bringup.LAUNCHES), help="which node set")
     parser.add_argument("assignments", nargs="*", metavar="name:=value",
@@ -81,15 +111,18 @@ def run(args: argparse.Namespace) -> int:
         for a in bringup.arguments(args.launch):
             print(f"{a.name}:={a.default!r:12}  {a.description}")
         return 0
+    from sdpr_loc.errors import UsageError
+
     try:
-        launches = bringup.plan(args.launch, bringup.parse_assignments(args.assignments))
-    except ValueError as err:
-        print(f"sdpr-loc launch: {err}", file=sys.stderr)
-        return 2
+        assignments = bringup.parse_assignments(args.assignments)
+        launches = bringup.plan(args.launch, assignments)
+    except ValueError as err:  # an unknown argument or a value of the wrong kind
+        raise UsageError(str(err)) from err
     if args.dry_run:
         for n in launches:
             print(shlex.join(n.command()))
         return 0
+    check_inputs(assignments)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     procs = start(launches, env=env)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +28,24 @@ def message_class(msgtype: str):
         raise ValueError(f"message type {msgtype} is not installed ({err})") from None
 
 
+def playable(reader, bag: str | Path, topics: list[str] | None = None) -> list:
+    """The connections of an open rosbags ``reader`` to play; BagError naming ``bag`` when none."""
+    from sdpr_loc.data.bags import EmptyBagError, MissingTopicError, TopicTypeError
+
+    conns = [c for c in reader.connections if not topics or c.topic in topics]
+    if not conns:
+        have = sorted({c.topic for c in reader.connections})
+        raise MissingTopicError(f"no topics to play in bag {str(bag)!r} (asked {topics}, bag has {have})")
+    if not sum(c.msgcount for c in conns):
+        raise EmptyBagError(f"bag {str(bag)!r} has no messages on {sorted({c.topic for c in conns})}")
+    for c in conns:
+        try:
+            message_class(c.msgtype)
+        except ValueError as err:
+            raise TopicTypeError(f"bag {str(bag)!r}, topic {c.topic!r}: {err}") from None
+    return conns
+
+
 def play(node, bag: str | Path, rate: float = 1.0, topics: list[str] | None = None,
          remap: dict[str, str] | None = None, stop=lambda: False, on_publish=None) -> int:
     """Publish ``bag`` from ``node``; returns the number of messages published.
@@ -37,17 +54,16 @@ def play(node, bag: str | Path, rate: float = 1.0, topics: list[str] | None = No
     measurements). ``stop()`` returning True ends playback early.
     """
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from rosbags.rosbag2 import Reader
+
+    from sdpr_loc.data.bags import open_reader
 
     if not rate > 0:
         raise ValueError(f"rate must be positive, got {rate}")
     remap = remap or {}
     count = 0
-    with Reader(Path(bag)) as reader:
-        conns = [c for c in reader.connections if not topics or c.topic in topics]
-        if not conns:
-            have = sorted({c.topic for c in reader.connections})
-            raise ValueError(f"no topics to play in {bag} (asked {topics}, bag has {have})")
+    reader = open_reader(bag)
+    try:
+        conns = playable(reader, bag, topics)
         pubs = {}
         for c in conns:
             if c.topic not in pubs:
@@ -66,6 +82,8 @@ def play(node, bag: str | Path, rate: float = 1.0, topics: list[str] | None = No
             count += 1
             if on_publish is not None:
                 on_publish(conn.topic, t, time.monotonic())
+    finally:
+        reader.close()
     return count
 
 
@@ -82,19 +100,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import rclpy
 
+    from sdpr_loc.data.bags import open_reader
+    from sdpr_loc.errors import UsageError
+
     if not args.rate > 0:
-        print("sdpr-loc play: --rate must be positive", file=sys.stderr)
-        return 2
-    if not Path(args.bag).exists():
-        print(f"sdpr-loc play: {args.bag} does not exist", file=sys.stderr)
-        return 2
+        raise UsageError(f"--rate must be positive, got {args.rate}")
     remap = {}
     for item in args.remap:
         if ":=" not in item:
-            print(f"sdpr-loc play: --remap takes OLD:=NEW, got {item!r}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--remap takes OLD:=NEW, got {item!r}")
         old, new = item.split(":=", 1)
         remap[old] = new
+    reader = open_reader(args.bag)  # a missing, corrupt or empty bag fails here, before any node
+    try:
+        playable(reader, args.bag, args.topics)
+    finally:
+        reader.close()
     node, stopped = init_stoppable("sdpr_loc_play")
     try:
         time.sleep(max(0.0, args.delay))
@@ -105,9 +126,6 @@ def run(args: argparse.Namespace) -> int:
                 break
         print(f"played {total} messages from {args.bag}")
         return 0
-    except ValueError as err:
-        print(f"sdpr-loc play: {err}", file=sys.stderr)
-        return 2
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

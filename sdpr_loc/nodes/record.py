@@ -8,7 +8,6 @@ default). SIGINT/SIGTERM or ``--duration`` end the recording and close the bag p
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -102,11 +101,10 @@ def run(args: argparse.Namespace) -> int:
     node, stopped = init_stoppable("sdpr_loc_record")
     try:
         rec = Recorder(node, args.output, args.topics or DEFAULT_TOPICS, args.storage)
-    except (FileExistsError, ValueError) as err:
-        print(f"sdpr-loc record: {err}", file=sys.stderr)
+    except BaseException:  # e.g. the output exists: reported by sdpr_loc.cli after a clean shutdown
         node.destroy_node()
         rclpy.try_shutdown()
-        return 2
+        raise
     ex = SingleThreadedExecutor()
     ex.add_node(node)
     end = time.monotonic() + args.duration if args.duration > 0 else float("inf")

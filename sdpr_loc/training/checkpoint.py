@@ -13,12 +13,14 @@ import os
 import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from sdpr_loc.errors import UserError
 from sdpr_loc.vision.network import KeypointNet, NetworkConfig
 from sdpr_loc.vision.pipeline import LocalizerConfig
 
@@ -31,7 +33,7 @@ VERSION = 1
 _PLAIN = (bool, int, float, str)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint is unreadable, of another format, or does not fit the model."""
 
 
@@ -76,6 +78,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own error misleads
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: not a zip archive "
+                              "(truncated, corrupt, or not a torch checkpoint?)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, AttributeError) as e:

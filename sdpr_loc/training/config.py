@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from sdpr_loc.errors import UsageError
 from sdpr_loc.vision.network import NetworkConfig
 from sdpr_loc.vision.pipeline import POSE_BLOCKS, LocalizerConfig
 
@@ -166,33 +167,38 @@ def default_config_path() -> Path:
 def load_params(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Params:
     """Read ``trainer_node: ros__parameters`` from a YAML file (default: the packaged one).
 
-    A file may set a subset of the keys: the rest come from the packaged defaults.
+    A file may set a subset of the keys: the rest come from the packaged defaults. Any value that
+    does not fit is a UsageError naming where the parameters came from.
     """
     base = _read(default_config_path())
     if path is not None:
         base.update(_read(Path(path)))
     base.update(overrides or {})
-    return Params.from_flat(base)
+    try:
+        return Params.from_flat(base)
+    except ValueError as err:  # validation of the user's values (unknown key, wrong type, out of range)
+        source = f"config {str(path)!r}" if path is not None else "the packaged config"
+        raise UsageError(f"training parameters ({source} and overrides): {err}") from err
 
 
 def _read(path: Path) -> dict:
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"cannot read training config {str(path)!r}: {e}") from None
+        raise UsageError(f"cannot read training config {str(path)!r}: {e}") from None
     try:
         params = doc[NODE]["ros__parameters"]
     except (TypeError, KeyError):
-        raise ValueError(f"{str(path)!r} must have the ROS parameter layout "
+        raise UsageError(f"{str(path)!r} must have the ROS parameter layout "
                          f"'{NODE}: ros__parameters: {{...}}'") from None
     if not isinstance(params, dict):
-        raise ValueError(f"{str(path)!r}: {NODE}.ros__parameters must be a mapping")
+        raise UsageError(f"{str(path)!r}: {NODE}.ros__parameters must be a mapping")
     return dict(params)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` from the command line; the value is parsed as YAML (1e-4, true, cpu)."""
     if "=" not in text:
-        raise ValueError(f"override must look like key=value, got {text!r}")
+        raise UsageError(f"override must look like key=value, got {text!r}")
     k, v = text.split("=", 1)
     return k.strip(), yaml.safe_load(v) if v.strip() else ""

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from torch.utils.data import ConcatDataset, Subset
 
+from sdpr_loc.errors import UsageError
+
 __all__ = ["add_arguments", "run", "build_datasets"]
 
 
@@ -53,13 +55,13 @@ def _pairs(teach: list[Path], repeat: list[Path], data, cache_dir: Path):
     from sdpr_loc.data.dataset import PairDataset
 
     if len(teach) != len(repeat):
-        raise ValueError(f"need one --repeat bag per --teach bag, got {len(teach)} and {len(repeat)}")
+        raise UsageError(f"need one --repeat bag per --teach bag, got {len(teach)} and {len(repeat)}")
     sets = [PairDataset(t, r, max_dist=data.max_dist, max_angle_deg=data.max_angle_deg,
                         keyframe_spacing=data.keyframe_spacing, cache_dir=cache_dir)
             for t, r in zip(teach, repeat)]
     empty = [f"{t} / {r}" for (t, r), s in zip(zip(teach, repeat), sets) if len(s) == 0]
     if empty:
-        raise ValueError(f"no pairs within max_dist={data.max_dist} m and max_angle_deg="
+        raise UsageError(f"no pairs within max_dist={data.max_dist} m and max_angle_deg="
                          f"{data.max_angle_deg} for: {empty}")
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
@@ -75,7 +77,7 @@ def build_datasets(args, params):
     if n_val == 0:
         return full, None
     if n_val >= len(full):
-        raise ValueError(f"val_fraction={params.data.val_fraction} leaves no training pairs of {len(full)}")
+        raise UsageError(f"val_fraction={params.data.val_fraction} leaves no training pairs of {len(full)}")
     # contiguous split: neighbouring frames are near duplicates, so a random split would leak
     return Subset(full, range(len(full) - n_val)), Subset(full, range(len(full) - n_val, len(full)))
 

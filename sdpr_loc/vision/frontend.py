@@ -9,14 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from sdpr_loc.errors import UsageError, UserError
 from sdpr_loc.vision.keypoints import StereoKeypoints
 
 __all__ = ["make_extractor", "make_frames", "load_model", "resolve_device", "default_model_path", "FRONTENDS",
-           "MATCHINGS"]
+           "MATCHINGS", "ModelError"]
 
 FRONTENDS = ("orb", "network")
 MATCHINGS = ("dense", "keypoints")
 Extractor = Callable[..., StereoKeypoints]
+
+
+class ModelError(UserError, ValueError):
+    """A keypoint model that cannot be used (missing, unreadable, not ours); names the file."""
 
 
 def resolve_device(device: str) -> str:
@@ -26,9 +31,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
+        raise UsageError("device 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise UsageError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     return device
 
 
@@ -38,7 +43,7 @@ def default_model_path() -> Path:
 
     models = sorted(share_path("models").glob("*.pt")) if share_path("models").is_dir() else []
     if not models:
-        raise ValueError(f"no packaged model in {share_path('models')}; set model_path or use frontend 'orb'")
+        raise ModelError(f"no packaged model in {share_path('models')}; set model_path or use frontend 'orb'")
     return models[0]
 
 
@@ -55,7 +60,7 @@ def make_extractor(frontend: str = "orb", model_path: str = "", device: str = "a
 
         return extract, f"orb ({max_keypoints} features)"
     if frontend != "network":
-        raise ValueError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
+        raise UsageError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
     import torch
 
     from sdpr_loc.vision.pipeline import extract_keypoints
@@ -84,14 +89,14 @@ def make_frames(frontend: str = "network", matching: str = "dense", model_path: 
     from sdpr_loc.vision.pipeline import LocalizerConfig
 
     if matching not in MATCHINGS:
-        raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
+        raise UsageError(f"matching must be one of {MATCHINGS}, got {matching!r}")
     if frontend == "network" and matching == "dense":
         from sdpr_loc.vision.dense import DenseFrame
 
         network, cfg, what = load_model(model_path, device, max_disparity, sigma_px)
         return (lambda left, right, camera: DenseFrame(network, left, right, camera, cfg)), cfg, what + ", dense matching"
     if frontend == "orb" and matching == "dense":
-        raise ValueError("ORB has no dense descriptors: use matching 'keypoints' with frontend 'orb'")
+        raise UsageError("ORB has no dense descriptors: use matching 'keypoints' with frontend 'orb'")
     extract, what = make_extractor(frontend, model_path, device, max_keypoints, max_disparity, sigma_px, min_ncc)
     cfg = LocalizerConfig()
     if frontend == "network":
@@ -103,7 +108,7 @@ def make_frames(frontend: str = "network", matching: str = "dense", model_path: 
 
 def load_model(model_path: str = "", device: str = "auto", max_disparity: int = 80, sigma_px: float = 0.5):
     """(network in eval mode, LocalizerConfig it was trained with, description) of a checkpoint
-    (default: the packaged model); ValueError naming the path when it cannot be loaded."""
+    (default: the packaged model); ModelError naming the path when it cannot be loaded."""
     import dataclasses
 
     try:
@@ -114,12 +119,12 @@ def load_model(model_path: str = "", device: str = "auto", max_disparity: int = 
     dev = resolve_device(device)
     path = Path(model_path) if model_path else default_model_path()
     if not path.is_file():
-        raise ValueError(f"model_path {str(path)!r} does not exist")
+        raise ModelError(f"model file {str(path)!r} does not exist")
     try:  # weights_only loading: a checkpoint cannot run code
         network = load_network(str(path), dev)
         trained = load_localizer_config(str(path))
-    except Exception as err:  # noqa: BLE001 - any failure to load is a start-up error with the path
-        raise ValueError(f"cannot load model {str(path)!r}: {type(err).__name__}: {err}") from err
+    except (OSError, ValueError, TypeError, KeyError) as err:  # the file's content does not fit: its path
+        raise ModelError(f"cannot load model {str(path)!r}: {type(err).__name__}: {err}") from err
     network.eval()
     # the matching settings the model was trained with; the caller's stereo range and pixel noise
     cfg = dataclasses.replace(trained or LocalizerConfig(), max_disparity=int(max_disparity),
