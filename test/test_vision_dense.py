@@ -95,3 +95,81 @@ def test_tracker_localizes_densely_and_reports_bad_maps(setup):
     bad = Tracker(TrackerConfig(mode="map"), orb_map).process(
         DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
     assert bad.level == ERROR and bad.T is None and "descriptor length" in bad.reason
+
+
+def _prior_case(setup, live_index=2, sigma_m=0.05, sigma_deg=0.5):
+    from sdpr_loc.vision.frames import Keyframe, PosePrior, search_windows
+
+    network, cfg, frames = setup
+    kf, fr = frames[0], frames[live_index]
+    kfr = Keyframe.from_keypoints(extract_keypoints(network, kf.left, kf.right, kf.camera, cfg).detach(), kf.pose)
+    live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
+    prior = PosePrior(np.linalg.inv(fr.pose) @ kf.pose,
+                      np.diag([sigma_m ** 2] * 3 + [np.radians(sigma_deg) ** 2] * 3), 3.0, 3, 8)
+    return kfr, live, search_windows(kfr.points, prior, live.camera, live.size), prior
+
+
+def test_guided_search_finds_what_the_exhaustive_search_finds_inside_the_window(setup):
+    """Same pixel and sub-pixel position wherever the exhaustive peak lies inside the window (the
+    windowed descriptors are the full map's at those pixels); guided never accepts a peak on the
+    window's border; windows come from the prior's covariance through the projection."""
+    kfr, live, guide, _ = _prior_case(setup)
+    ex = live.match(kfr.descriptors)
+    gd = live.match(kfr.descriptors, guide)
+    inside = guide.inside & (np.abs(ex.uv - guide.uv).max(1) <= guide.radius - 1)
+    both = inside & ex.valid
+    assert both.sum() >= 30
+    assert gd.valid[both].all()                     # a window holds no second best the image lacks
+    assert np.abs(gd.uv[both] - ex.uv[both]).max() < 1e-3
+    rel = np.linalg.norm(gd.points[both] - ex.points[both], axis=1) / ex.points[both, 2]
+    assert rel.max() < 1e-4                          # float32 rounding of the same pixel
+    peak = np.rint(gd.uv) - np.rint(guide.uv)
+    assert not (gd.valid & (np.abs(peak).max(1) > guide.radius)).any()
+    # near points move more under the same pose uncertainty: bigger windows
+    near = kfr.points[:, 2] < np.percentile(kfr.points[:, 2], 25)
+    far = kfr.points[:, 2] > np.percentile(kfr.points[:, 2], 75)
+    assert guide.radius[near].mean() > guide.radius[far].mean()
+
+
+def test_search_windows_follow_the_projection():
+    """Predicted pixels are the pinhole projection of the moved points; the half-size is 3 sigma
+    (+1 px) of the first-order pixel covariance, checked against sampled pose perturbations."""
+    from sdpr_loc.geometry.se3 import se3_exp_np
+    from sdpr_loc.geometry.stereo import StereoCamera
+    from sdpr_loc.vision.frames import PosePrior, search_windows
+
+    cam = StereoCamera(fx=200.0, fy=210.0, cx=160.0, cy=120.0, baseline=0.24, width=320, height=240)
+    rng = np.random.default_rng(3)
+    P = np.stack([rng.uniform(-3, 3, 50), rng.uniform(-1, 1, 50), rng.uniform(2, 20, 50)], -1)
+    T = se3_exp_np(np.array([0.1, -0.05, 0.3, 0.01, -0.02, 0.005]))
+    cov = np.diag([0.02 ** 2] * 3 + [np.radians(0.3) ** 2] * 3)
+    g = search_windows(P, PosePrior(T, cov, 3.0, 1, 1000), cam, (240, 320))
+    p = P @ T[:3, :3].T + T[:3, 3]
+    uv = np.stack([200 * p[:, 0] / p[:, 2] + 160, 210 * p[:, 1] / p[:, 2] + 120], -1)
+    assert np.allclose(g.uv[g.inside], uv[g.inside], atol=1e-9)
+    # Monte-Carlo pixel spread under left perturbations of the pose
+    xs = rng.multivariate_normal(np.zeros(6), cov, 4000)
+    spread = []
+    for x in xs:
+        q = P @ (se3_exp_np(x) @ T)[:3, :3].T + (se3_exp_np(x) @ T)[:3, 3]
+        spread.append(np.stack([200 * q[:, 0] / q[:, 2] + 160, 210 * q[:, 1] / q[:, 2] + 120], -1))
+    sd = np.sqrt(np.linalg.eigvalsh(np.einsum("kni,knj->nij", np.array(spread) - uv, np.array(spread) - uv)
+                                    / len(xs))[:, -1])
+    expected = np.ceil(3 * sd + 1)
+    assert np.abs(g.radius - expected).max() <= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_dense_matching_agrees_with_cpu(setup):
+    """The network's CUDA path (bfloat16 autocast) matches like the CPU path."""
+    from sdpr_loc.vision.frontend import load_model as load
+
+    network, cfg, frames = setup
+    gpu, gcfg, _ = load(str(default_model_path()), "cuda")
+    kfr, live, guide, _ = _prior_case(setup)
+    fr = frames[2]
+    glive = DenseFrame(gpu, fr.left, fr.right, fr.camera, gcfg)
+    a, b = live.match(kfr.descriptors, guide), glive.match(kfr.descriptors, guide)
+    both = a.valid & b.valid
+    assert both.sum() >= 0.8 * a.valid.sum()
+    assert np.median(np.linalg.norm(a.uv[both] - b.uv[both], axis=1)) < 0.25
