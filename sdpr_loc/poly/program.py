@@ -17,14 +17,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from sdpr_loc.certify.sdp import solve_quietly
-
+from .conic import SOLVERS, ConicProblem
 from .gram import Gram, pair_monomials, sym_expand, tri_position, upper_to_matrix
 from .newton import newton_half_basis
 from .polynomial import (CONST, Comparison, Indeterminate, Monomial, Polynomial, Variable, _is_number,
                          allocate_variables, as_monomial, as_polynomial, exponents_up_to)
-
-SOLVERS = ("clarabel", "scs")
 
 
 def _names(name, n: int, what: str) -> list[str]:
@@ -228,51 +225,43 @@ class Program:
 
     # ------------------------------------------------------------------ solve
     def solve(self, solver: str = "clarabel", verbose: bool = False, **options) -> "Result":
-        """Solve with cvxpy (Clarabel default, ``solver="scs"`` selectable); options go to the solver."""
-        import cvxpy as cp
+        """Solve with Clarabel (default) or SCS (``solver="scs"``); options are the solver's settings.
 
-        name, opts = solver_settings(solver, options)
+        The conic problem goes to the solver directly (``conic.ConicProblem``): the constraints are
+        already sparse matrices, so a modelling layer would only add its fixed cost."""
         t0 = time.perf_counter()
         N = self._ncols
         if N == 0:
             raise ValueError("the program has no decision variables (add variables or SOS constraints first)")
-        x = cp.Variable(N)
-        cons = []
+        if str(solver).lower() not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+        prob = ConicProblem(N, c0=self._cost_const)
         if self._n_eq:
-            A, b = self._stack(self._eq, self._n_eq)
-            cons.append(A @ x == b[0])
+            A, (b,) = self._stack(self._eq, self._n_eq)
+            prob.add_zero(A, b)
         if self._n_in:
             A, (lb, ub) = self._stack(self._ineq, self._n_in)
             lo, hi = np.isfinite(lb), np.isfinite(ub)
             if lo.any():
-                cons.append(A[lo] @ x >= lb[lo])
+                prob.add_nonneg(A[lo], lb[lo])
             if hi.any():
-                cons.append(A[hi] @ x <= ub[hi])
+                prob.add_nonneg(-A[hi], -ub[hi])
         for g in self._grams:
-            k = g.size
-            if k == 1:
-                cons.append(x[g.col0] >= 0)
-            elif k > 1:
-                seg = x[g.col0:g.col0 + g.n_entries]
-                cons.append(cp.reshape(sym_expand(k) @ seg, (k, k), order="F") >> 0)
+            if g.size:
+                sel = sp.csr_matrix((np.ones(g.n_entries), (np.arange(g.n_entries), g.col0 + np.arange(g.n_entries))),
+                                    shape=(g.n_entries, N))
+                prob.add_psd(sel, np.zeros(g.n_entries), g.size)
+        c = np.zeros(N)
         if self._cost:
-            cols = np.fromiter(self._cost.keys(), dtype=np.int64)
-            c = np.zeros(N)
-            c[cols] = np.fromiter(self._cost.values(), dtype=np.float64)
-            obj = cp.Minimize(c @ x + self._cost_const)
-        else:
-            obj = cp.Minimize(self._cost_const)
-        prob = cp.Problem(obj, cons)
+            c[np.fromiter(self._cost.keys(), dtype=np.int64)] = np.fromiter(self._cost.values(), dtype=np.float64)
+        prob.c = c
         t1 = time.perf_counter()
-        status, message = solve_quietly(prob, name, verbose, **opts)
+        if str(solver).lower() == "scs":
+            options = {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 100000, **options}
+        sol = prob.solve(solver, verbose, **options)
         t2 = time.perf_counter()
-        stats = prob.solver_stats if status != "solver_error" else None
-        iters = getattr(stats, "num_iters", None) if stats is not None else None
-        xv = None if x.value is None else np.asarray(x.value, dtype=np.float64)
-        value = prob.value if status in ("optimal", "optimal_inaccurate") else (
-            -math.inf if "unbounded" in status else math.inf if "infeasible" in status else math.nan)
-        return Result(self, status=status, optimal_cost=float(value), x=xv, solver=str(solver).lower(),
-                      build_time=t1 - t0, solve_time=t2 - t1, message=message, iterations=iters)
+        return Result(self, status=sol.status, optimal_cost=float(sol.value), x=sol.x, solver=str(solver).lower(),
+                      build_time=t1 - t0, solve_time=t2 - t1, message=sol.message, iterations=sol.iterations)
 
     # ------------------------------------------------------------------ internals
     def _register(self, start_uid: int, n: int) -> int:

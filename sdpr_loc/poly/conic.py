@@ -1,0 +1,165 @@
+"""Conic programs handed straight to Clarabel or SCS, without a modelling layer.
+
+SOS and moment relaxations are already linear maps assembled as sparse matrices, so cvxpy's
+canonicalisation only adds a fixed cost (milliseconds per problem, dominant on small ones). Here a
+problem is  min c^T x  s.t.  A_z x = b_z,  A_l x >= b_l,  mat(A_k x - b_k) PSD,  where each PSD block
+k maps x to the row-major upper triangle (i <= j) of a symmetric matrix; the svec scaling and ordering
+each solver wants (sqrt(2) off the diagonal, column-major upper / lower triangle) is done once here.
+Statuses follow cvxpy's names so callers see one vocabulary.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .gram import triu
+
+SOLVERS = ("clarabel", "scs")
+_CLARABEL_STATUS = {
+    "Solved": "optimal", "AlmostSolved": "optimal_inaccurate", "PrimalInfeasible": "infeasible",
+    "AlmostPrimalInfeasible": "infeasible_inaccurate", "DualInfeasible": "unbounded",
+    "AlmostDualInfeasible": "unbounded_inaccurate", "MaxIterations": "user_limit", "MaxTime": "user_limit",
+}
+_SCS_STATUS = {
+    "solved": "optimal", "solved_inaccurate": "optimal_inaccurate", "infeasible": "infeasible",
+    "infeasible_inaccurate": "infeasible_inaccurate", "unbounded": "unbounded",
+    "unbounded_inaccurate": "unbounded_inaccurate",
+}
+
+
+@dataclass
+class ConicSolution:
+    """status (cvxpy vocabulary), x (None unless optimal / optimal_inaccurate), objective value
+    (+inf infeasible, -inf unbounded, nan otherwise), iterations, solver seconds, message."""
+
+    status: str
+    x: np.ndarray | None
+    value: float
+    iterations: int | None = None
+    solve_time: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class ConicProblem:
+    """min c^T x + c0 over n variables with zero, nonnegative and PSD blocks (see module doc)."""
+
+    n: int
+    c: np.ndarray | None = None
+    c0: float = 0.0
+    zero: list = field(default_factory=list)
+    nonneg: list = field(default_factory=list)
+    psd: list = field(default_factory=list)
+
+    def add_zero(self, A, b) -> None:
+        """A x = b (A (m, n) sparse)."""
+        self.zero.append((sp.csr_matrix(A), np.asarray(b, dtype=np.float64).reshape(-1)))
+
+    def add_nonneg(self, A, b) -> None:
+        """A x >= b."""
+        self.nonneg.append((sp.csr_matrix(A), np.asarray(b, dtype=np.float64).reshape(-1)))
+
+    def add_psd(self, A, b, k: int) -> None:
+        """mat(A x - b) PSD; A (k(k+1)/2, n) gives the row-major upper triangle of a k x k matrix."""
+        A = sp.csr_matrix(A)
+        if A.shape != (k * (k + 1) // 2, self.n):
+            raise ValueError(f"a {k}x{k} PSD block needs {k * (k + 1) // 2} rows, got {A.shape[0]}")
+        self.psd.append((A, np.asarray(b, dtype=np.float64).reshape(-1), int(k)))
+
+    def _svec(self, lower: bool):
+        """Stacked (A, b) of all PSD blocks in the solver's svec order, and the block sizes."""
+        mats, rhs, sizes = [], [], []
+        for A, b, k in self.psd:
+            iu, ju = triu(k)
+            # position of (i, j), i <= j, in the column-major upper (Clarabel) / lower (SCS) triangle
+            pos = iu * k - iu * (iu - 1) // 2 + (ju - iu) if lower else ju * (ju + 1) // 2 + iu
+            w = np.where(iu == ju, 1.0, math.sqrt(2.0))
+            P = sp.csr_matrix((w, (pos, np.arange(len(pos)))), shape=(len(pos), len(pos)))
+            mats.append(P @ A)
+            rhs.append(P @ b)
+            sizes.append(k)
+        return mats, rhs, sizes
+
+    def solve(self, solver: str = "clarabel", verbose: bool = False, **options) -> ConicSolution:
+        """Solve with Clarabel (default) or SCS; ``options`` are the solver's own settings."""
+        s = str(solver).lower()
+        if s not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+        if self.n == 0:
+            raise ValueError("the problem has no variables")
+        c = np.zeros(self.n) if self.c is None else np.asarray(self.c, dtype=np.float64)
+        lower = s == "scs"
+        mats, rhs, sizes = self._svec(lower)
+        blocks = self.zero + self.nonneg + list(zip(mats, rhs))
+        nz = sum(len(b) for _, b in self.zero)
+        nl = sum(len(b) for _, b in self.nonneg)
+        if blocks:
+            A = sp.vstack([sp.csr_matrix(M, shape=(M.shape[0], self.n)) for M, _ in blocks]).tocsc()
+            b = np.concatenate([r for _, r in blocks])
+            A, b = -A, -b  # the solvers want  s = b' - A' x  in the cone; here s = A x - b
+        else:
+            A, b = sp.csc_matrix((0, self.n)), np.zeros(0)
+        t0 = time.perf_counter()
+        if s == "clarabel":
+            out = _clarabel(c, A, b, nz, nl, sizes, verbose, options)
+        else:
+            out = _scs(c, A, b, nz, nl, sizes, verbose, options)
+        out.solve_time = time.perf_counter() - t0
+        if out.x is not None:
+            out.value = float(c @ out.x) + self.c0
+        return out
+
+
+def _finish(status: str, x, iters, message: str = "") -> ConicSolution:
+    ok = status in ("optimal", "optimal_inaccurate")
+    value = math.nan if ok else (math.inf if status.startswith("infeasible") else
+                                 -math.inf if status.startswith("unbounded") else math.nan)
+    return ConicSolution(status, np.asarray(x, dtype=np.float64) if ok else None, value, iters, 0.0, message)
+
+
+def _clarabel(c, A, b, nz, nl, sizes, verbose, options) -> ConicSolution:
+    import clarabel
+
+    cones = ([clarabel.ZeroConeT(nz)] if nz else []) + ([clarabel.NonnegativeConeT(nl)] if nl else [])
+    cones += [clarabel.PSDTriangleConeT(k) if k > 1 else clarabel.NonnegativeConeT(1) for k in sizes]
+    settings = clarabel.DefaultSettings()
+    settings.verbose = bool(verbose)
+    for key, val in options.items():
+        if not hasattr(settings, key):
+            raise ValueError(f"unknown Clarabel setting {key!r}")
+        setattr(settings, key, val)
+    n = len(c)
+    try:
+        sol = clarabel.DefaultSolver(sp.csc_matrix((n, n)), c, A, b, cones, settings).solve()
+    except BaseException as exc:  # a Rust panic surfaces as a BaseException subclass
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        return ConicSolution("solver_error", None, math.nan, None, 0.0, f"Clarabel failed: {exc}")
+    name = str(sol.status).split(".")[-1]
+    status = _CLARABEL_STATUS.get(name, "solver_error")
+    return _finish(status, sol.x, int(sol.iterations), "" if status != "solver_error" else f"Clarabel: {name}")
+
+
+def _scs(c, A, b, nz, nl, sizes, verbose, options) -> ConicSolution:
+    import scs
+
+    opts = {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 100000, "verbose": bool(verbose), **options}
+    cone = {"z": nz, "l": nl + sum(1 for k in sizes if k == 1), "s": [k for k in sizes if k > 1]}
+    # SCS wants the cones in the order z, l, s: move scalar "PSD" blocks next to the nonneg rows
+    offs = np.cumsum([0] + [k * (k + 1) // 2 for k in sizes])
+    head = np.arange(nz + nl)
+    scal = [nz + nl + offs[i] for i, k in enumerate(sizes) if k == 1]
+    mats = [np.arange(nz + nl + offs[i], nz + nl + offs[i + 1]) for i, k in enumerate(sizes) if k > 1]
+    perm = np.concatenate([head, np.array(scal, dtype=np.int64)] + mats).astype(np.int64)
+    A, b = A[perm], b[perm]
+    try:
+        out = scs.SCS({"A": sp.csc_matrix(A), "b": b, "c": c}, cone, **opts).solve()
+    except (ValueError, RuntimeError) as exc:
+        return ConicSolution("solver_error", None, math.nan, None, 0.0, f"SCS failed: {exc}")
+    info = out["info"]
+    status = _SCS_STATUS.get(str(info["status"]).lower(), "solver_error")
+    return _finish(status, out["x"], int(info["iter"]), "" if status != "solver_error" else f"SCS: {info['status']}")
