@@ -141,7 +141,7 @@ class MomentProblem:
     # ------------------------------------------------------------------ relaxation
     def solve(self, order: int | None = None, solver: str = "clarabel", rank_tol: float = 1e-5,
               feas_tol: float = 1e-5, refine: bool = True, verbose: bool = False, sparsity: str = "dense",
-              term_steps: int = 1, extension: str = "chordal", **options) -> MomentResult:
+              term_steps: int = 1, extension: str = "block", **options) -> MomentResult:
         """Solve the order-``order`` relaxation (default: the smallest valid one), test flatness and
         extract minimisers.
 
@@ -151,7 +151,8 @@ class MomentProblem:
         sparsity: "dense" (one moment matrix over all monomials), "correlative" (one per clique of
             the chordal interaction graph), "term" (TSSOS blocks), "combined" (term sparsity inside each
             clique); see ``sparsity.py``. term_steps: term-sparsity iterations (stops early once the
-            blocks stabilise); extension: "chordal" or "block" closure of the term graph.
+            blocks stabilise); extension: "block" (connected components, TSSOS default) or "chordal"
+            closure of the term graph.
         Moment SDPs are degenerate at the optimum (many optimal moment vectors), so Clarabel often
         stops at "optimal_inaccurate"; the result is still analysed and certified by checking the
         extracted points against the bound, not by trusting the status.
@@ -294,12 +295,10 @@ class MomentProblem:
             pick = atoms[np.argmin(np.abs(atoms[:, known] - x[c][known]).sum(1))] if known.any() else atoms[0]
             x[c] = np.where(known, x[c], pick)
         if np.isnan(x).any():  # fall back to the first-order moments
-            first = np.eye(n, dtype=np.int64)
-            keys = {k.tobytes() for k in sparsity_keys(sdp.exponents)}
-            if not all(k.tobytes() in keys for k in sparsity_keys(first)):
+            x = self._first_moments(sdp, y)
+            if x is None:
                 res.reason = why or "first-order moments missing"
                 return
-            x = y[sdp.columns(first)]
         res.flat = not why
         if refine:
             x = self._refine(x, feas_tol)
@@ -313,6 +312,29 @@ class MomentProblem:
                           + (f" ({why})" if why else ""))
         else:
             res.certified = True
+
+    def _first_moments(self, sdp, y: np.ndarray) -> np.ndarray | None:
+        """x_i = y_{e_i}; where term sparsity left y_{e_i} out (f even in x_i), +-sqrt(y_{2 e_i}) with
+        the sign that lowers f, one coordinate at a time. None when neither moment exists."""
+        n = self.n
+        have = {k.tobytes(): j for j, k in enumerate(sparsity_keys(sdp.exponents))}
+        x = np.zeros(n)
+        missing = []
+        for i, (k1, k2) in enumerate(zip(sparsity_keys(np.eye(n, dtype=np.int64)),
+                                         sparsity_keys(2 * np.eye(n, dtype=np.int64)))):
+            if k1.tobytes() in have:
+                x[i] = y[have[k1.tobytes()]]
+            elif k2.tobytes() in have:
+                x[i] = math.sqrt(max(y[have[k2.tobytes()]], 0.0))
+                missing.append(i)
+            else:
+                return None
+        for i in missing:
+            alt = x.copy()
+            alt[i] = -alt[i]
+            if self.f.evaluate(alt, self.x) < self.f.evaluate(x, self.x):
+                x = alt
+        return x
 
     # ------------------------------------------------------------------ hand-off to certify/
     def to_qcqp(self, redundant: Sequence[bool] | None = None):

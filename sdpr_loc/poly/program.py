@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from .conic import SOLVERS, ConicProblem
 from .gram import Gram, pair_monomials, sym_expand, tri_position, upper_to_matrix
 from .newton import newton_half_basis
+from .relaxation import plan_blocks
 from .polynomial import (CONST, Comparison, Indeterminate, Monomial, Polynomial, Variable, _is_number,
                          allocate_variables, as_monomial, as_polynomial, exponents_up_to)
 
@@ -53,18 +54,6 @@ def _indeterminate_list(vars_, what: str) -> list[Indeterminate]:
     if len({x.uid for x in xs}) != len(xs):
         raise ValueError(f"{what}: indeterminates must be distinct")
     return xs
-
-
-def solver_settings(solver: str, options: dict) -> tuple[str, dict]:
-    """cvxpy solver name and options; SCS gets tighter tolerances than its 1e-4 defaults."""
-    import cvxpy as cp
-
-    s = str(solver).lower()
-    if s == "clarabel":
-        return cp.CLARABEL, dict(options)
-    if s == "scs":
-        return cp.SCS, {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 100000, **options}
-    raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
 
 
 class Program:
@@ -147,14 +136,19 @@ class Program:
         return p, gram
 
     # ------------------------------------------------------------------ constraints
-    def add_sos_constraint(self, p, basis: Sequence | None = None, newton: bool = True) -> Gram:
+    def add_sos_constraint(self, p, basis: Sequence | None = None, newton: bool = True,
+                           sparsity: str = "dense", term_steps: int = 1, extension: str = "block"):
         """Constrain p to be a sum of squares: p = z^T Q z, Q PSD; returns the Gram matrix Q.
 
         z is the Newton-polytope basis of p (half of conv(support), diagonally pruned) unless ``basis``
         (a list of monomials) is given or ``newton=False`` (all monomials up to deg(p) / 2).
+        ``sparsity`` "correlative" / "term" / "combined" (see ``sparsity.py``) writes p as a sum of
+        smaller SOS blocks, p = sum_k z_k^T Q_k z_k, and returns the list of their Gram matrices.
         """
         p = self._poly(p, "add_sos_constraint")
         xs = p.indeterminates()
+        if sparsity != "dense":
+            return self._add_sparse_sos(p, xs, sparsity, term_steps, extension)
         if basis is not None:
             monos = [as_monomial(m) for m in basis]
             uids = sorted({u for m in monos for u, _ in m.powers} | {x.uid for x in xs})
@@ -172,8 +166,19 @@ class Program:
                     raise ValueError(f"a polynomial of odd degree {d} cannot be SOS unless it is 0")
                 B = exponents_up_to(len(xs), d // 2)
         gram = self._new_gram(B, xs, p)
-        self._match(gram, p)
+        self._match([gram], p)
         return gram
+
+    def _add_sparse_sos(self, p: Polynomial, xs: list, sparsity: str, term_steps: int, extension: str) -> list[Gram]:
+        d = p.degree()
+        if d % 2:
+            raise ValueError(f"a polynomial of odd degree {d} cannot be SOS unless it is 0")
+        uids = [x.uid for x in xs]
+        S = _exps(list(p._t), uids)
+        plan = plan_blocks(len(xs), (S, np.ones(len(S))), [], [], d // 2, sparsity, term_steps, extension)
+        grams = [self._new_gram(B, xs, p) for B, _, _ in plan.psd]
+        self._match(grams, p)
+        return grams
 
     def add_equality_between_polynomials(self, p1, p2) -> None:
         """Coefficient-wise equality p1 = p2 (as polynomials in the indeterminates)."""
@@ -256,8 +261,6 @@ class Program:
             c[np.fromiter(self._cost.keys(), dtype=np.int64)] = np.fromiter(self._cost.values(), dtype=np.float64)
         prob.c = c
         t1 = time.perf_counter()
-        if str(solver).lower() == "scs":
-            options = {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 100000, **options}
         sol = prob.solve(solver, verbose, **options)
         t2 = time.perf_counter()
         return Result(self, status=sol.status, optimal_cost=float(sol.value), x=sol.x, solver=str(solver).lower(),
@@ -298,27 +301,34 @@ class Program:
         self._grams.append(g)
         return g
 
-    def _match(self, gram: Gram, p: Polynomial) -> None:
-        """Rows: z^T Q z - p = 0, coefficient by coefficient, assembled with numpy."""
-        uids = [x.uid for x in gram.indeterminates]
+    def _match(self, grams: list[Gram], p: Polynomial) -> None:
+        """Rows: sum_k z_k^T Q_k z_k - p = 0, coefficient by coefficient, assembled with numpy.
+        All Gram matrices share p's indeterminates (the first one's order)."""
+        uids = [x.uid for x in grams[0].indeterminates]
         monos = list(p._t)
         P = _exps(monos, uids)
-        U, rows_g, mult = pair_monomials(gram.exps)
-        allE = np.vstack([U, P]) if len(P) else U
+        pairs = [pair_monomials(g.exps) for g in grams]
+        allE = np.vstack([U for U, _, _ in pairs] + ([P] if len(P) else []))
         if len(allE) == 0:
             return
         _, inv = np.unique(allE, axis=0, return_inverse=True)
         inv = inv.reshape(-1)
         n_rows = int(inv.max()) + 1
-        rg = inv[:len(U)][rows_g]
+        rows, cols, vals, off = [], [], [], 0
+        for g, (U, rows_g, mult) in zip(grams, pairs):
+            rows.append(inv[off:off + len(U)][rows_g])
+            cols.append(g.col0 + np.arange(g.n_entries))
+            vals.append(mult)
+            off += len(U)
         r, c, v, const = self._affine_rows([p._t[m] for m in monos])
-        rp = inv[len(U):]
+        rp = inv[off:]
         rhs = np.zeros(n_rows)
         np.add.at(rhs, rp, const)
-        rows = np.r_[rg, rp[r]] if len(r) else rg
-        cols = np.r_[gram.col0 + np.arange(gram.n_entries), c]
-        vals = np.r_[mult, -v]
-        self._add_eq(rows, cols, vals, rhs, n_rows)
+        if len(r):
+            rows.append(rp[r])
+            cols.append(c)
+            vals.append(-v)
+        self._add_eq(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), rhs, n_rows)
 
     def _affine_rows(self, coefs: list[dict]):
         """Triplets (row, col, value) and the constant of each affine coefficient dictionary."""

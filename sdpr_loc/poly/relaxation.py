@@ -38,12 +38,17 @@ def _lift(E_local: np.ndarray, clique: np.ndarray, n: int) -> np.ndarray:
     return E
 
 
-def relaxation_plan(problem, d: int, sparsity: str, term_steps: int = 1, extension: str = "chordal") -> Plan:
+def relaxation_plan(problem, d: int, sparsity: str, term_steps: int = 1, extension: str = "block") -> Plan:
     """Blocks of the order-d relaxation of a ``MomentProblem`` under a sparsity pattern."""
-    n, xs = problem.n, problem.x
-    f = problem.f.to_arrays(xs)[:2]
-    gs = [g.to_arrays(xs)[:2] for g in problem.g]
-    hs = [h.to_arrays(xs)[:2] for h in problem.h]
+    xs = problem.x
+    return plan_blocks(problem.n, problem.f.to_arrays(xs)[:2], [g.to_arrays(xs)[:2] for g in problem.g],
+                       [h.to_arrays(xs)[:2] for h in problem.h], d, sparsity, term_steps, extension)
+
+
+def plan_blocks(n: int, f, gs, hs, d: int, sparsity: str, term_steps: int = 1, extension: str = "block") -> Plan:
+    """Blocks for objective terms f = (E, c), inequalities / equalities as lists of (E, c), order d."""
+    if sparsity not in SPARSITY:
+        raise ValueError(f"sparsity must be one of {SPARSITY}, got {sparsity!r}")
     if sparsity in ("correlative", "combined"):
         groups = [np.flatnonzero(E.any(0)) for E, _ in gs + hs]
         cliques = chordal_cliques(interaction_graph(n, f[0], groups))

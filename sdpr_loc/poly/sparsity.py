@@ -81,7 +81,7 @@ def running_intersection(cliques: Sequence[np.ndarray]) -> bool:
 
 
 def term_blocks(B: np.ndarray, support: set, shifts: np.ndarray | None = None,
-                extension: str = "chordal") -> list[np.ndarray]:
+                extension: str = "block") -> list[np.ndarray]:
     """Blocks (index arrays into the basis rows ``B (k, n)``) of one term-sparsity step.
 
     Edge (i, j) when B_i + B_j + s is in ``support`` (a set of ``row_keys``) for some shift s in
