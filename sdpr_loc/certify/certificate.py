@@ -34,6 +34,10 @@ class Certificate:
         residual: |H x| / |x|, stationarity residual.
         violation: max_i |x^T A_i x - b_i|.
         reason: why an item is not certified ("" when it is).
+        verified: (B,) bool, set by ``verify.verify_certificate`` (None until asked): optimality proven in
+            exact arithmetic for the float data, up to ``proven_gap``.
+        proven_gap: (B,) rigorous bound on the cost of an exactly feasible point near x minus the
+            global minimum (unit-norm cost units; inf where nothing was proven).
     """
 
     certified: Tensor
@@ -46,6 +50,8 @@ class Certificate:
     residual: Tensor | None = None
     violation: Tensor | None = None
     reason: list = field(default_factory=list)
+    verified: Tensor | None = None
+    proven_gap: Tensor | None = None
 
     def __len__(self) -> int:
         return self.certified.shape[0]
