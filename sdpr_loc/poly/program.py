@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .conic import SOLVERS, ConicProblem
+from .decompose import sos_decomposition
+from .exact import check_gram_exact
 from .gram import Gram, pair_monomials, sym_expand, tri_position, upper_to_matrix
 from .newton import newton_half_basis
 from .relaxation import plan_blocks
@@ -137,18 +139,23 @@ class Program:
 
     # ------------------------------------------------------------------ constraints
     def add_sos_constraint(self, p, basis: Sequence | None = None, newton: bool = True,
-                           sparsity: str = "dense", term_steps: int = 1, extension: str = "block"):
+                           sparsity: str = "dense", term_steps: int = 1, extension: str = "block",
+                           margin: float = 0.0):
         """Constrain p to be a sum of squares: p = z^T Q z, Q PSD; returns the Gram matrix Q.
 
         z is the Newton-polytope basis of p (half of conv(support), diagonally pruned) unless ``basis``
         (a list of monomials) is given or ``newton=False`` (all monomials up to deg(p) / 2).
         ``sparsity`` "correlative" / "term" / "combined" (see ``sparsity.py``) writes p as a sum of
         smaller SOS blocks, p = sum_k z_k^T Q_k z_k, and returns the list of their Gram matrices.
+        ``margin`` > 0 asks for Q_k - margin I PSD (strictly inside the cone, so that rounding the
+        solution keeps it PSD); the returned Gram matrices are then Q_k - margin I.
         """
+        if not (isinstance(margin, (int, float, np.floating)) and math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
         p = self._poly(p, "add_sos_constraint")
         xs = p.indeterminates()
         if sparsity != "dense":
-            return self._add_sparse_sos(p, xs, sparsity, term_steps, extension)
+            return self._add_sparse_sos(p, xs, sparsity, term_steps, extension, float(margin))
         if basis is not None:
             monos = [as_monomial(m) for m in basis]
             uids = sorted({u for m in monos for u, _ in m.powers} | {x.uid for x in xs})
@@ -166,18 +173,19 @@ class Program:
                     raise ValueError(f"a polynomial of odd degree {d} cannot be SOS unless it is 0")
                 B = exponents_up_to(len(xs), d // 2)
         gram = self._new_gram(B, xs, p)
-        self._match([gram], p)
+        self._match([gram], p, float(margin))
         return gram
 
-    def _add_sparse_sos(self, p: Polynomial, xs: list, sparsity: str, term_steps: int, extension: str) -> list[Gram]:
+    def _add_sparse_sos(self, p: Polynomial, xs: list, sparsity: str, term_steps: int, extension: str,
+                        margin: float) -> list[Gram]:
         d = p.degree()
         if d % 2:
             raise ValueError(f"a polynomial of odd degree {d} cannot be SOS unless it is 0")
         uids = [x.uid for x in xs]
         S = _exps(list(p._t), uids)
-        plan = plan_blocks(len(xs), (S, np.ones(len(S))), [], [], d // 2, sparsity, term_steps, extension)
+        plan = plan_blocks(len(xs), (S, np.ones(len(S))), [], [], d // 2, sparsity, term_steps, extension, prune=True)
         grams = [self._new_gram(B, xs, p) for B, _, _ in plan.psd]
-        self._match(grams, p)
+        self._match(grams, p, margin)
         return grams
 
     def add_equality_between_polynomials(self, p1, p2) -> None:
@@ -301,9 +309,9 @@ class Program:
         self._grams.append(g)
         return g
 
-    def _match(self, grams: list[Gram], p: Polynomial) -> None:
-        """Rows: sum_k z_k^T Q_k z_k - p = 0, coefficient by coefficient, assembled with numpy.
-        All Gram matrices share p's indeterminates (the first one's order)."""
+    def _match(self, grams: list[Gram], p: Polynomial, margin: float = 0.0) -> None:
+        """Rows: sum_k z_k^T (Q_k + margin I) z_k - p = 0, coefficient by coefficient, assembled with
+        numpy. All Gram matrices share p's indeterminates (the first one's order)."""
         uids = [x.uid for x in grams[0].indeterminates]
         monos = list(p._t)
         P = _exps(monos, uids)
@@ -315,14 +323,16 @@ class Program:
         inv = inv.reshape(-1)
         n_rows = int(inv.max()) + 1
         rows, cols, vals, off = [], [], [], 0
+        rhs = np.zeros(n_rows)
         for g, (U, rows_g, mult) in zip(grams, pairs):
             rows.append(inv[off:off + len(U)][rows_g])
+            if margin:
+                np.add.at(rhs, rows[-1][mult == 1.0], -margin)
             cols.append(g.col0 + np.arange(g.n_entries))
             vals.append(mult)
             off += len(U)
         r, c, v, const = self._affine_rows([p._t[m] for m in monos])
         rp = inv[off:]
-        rhs = np.zeros(n_rows)
         np.add.at(rhs, rp, const)
         if len(r):
             rows.append(rp[r])
@@ -446,8 +456,6 @@ class Result:
 
     def decompose(self, g: Gram | int, method: str = "ldl", tol: float = 1e-9):
         """p = sum_i w_i q_i(x)^2 from the solved Gram matrix (see ``decompose.sos_decomposition``)."""
-        from .decompose import sos_decomposition
-
         g = self._gram(g)
         return sos_decomposition(self.gram(g), g.basis, method=method, tol=tol)
 
@@ -457,8 +465,6 @@ class Result:
         Decision variables in the constrained polynomial are replaced by their (binary-exact) float
         values, so the statement proved is about that concrete polynomial.
         """
-        from .exact import check_gram_exact
-
         g = self._gram(g)
         if g.constrained is None:
             raise ValueError("this Gram matrix does not certify a polynomial")

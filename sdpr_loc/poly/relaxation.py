@@ -45,8 +45,10 @@ def relaxation_plan(problem, d: int, sparsity: str, term_steps: int = 1, extensi
                        [h.to_arrays(xs)[:2] for h in problem.h], d, sparsity, term_steps, extension)
 
 
-def plan_blocks(n: int, f, gs, hs, d: int, sparsity: str, term_steps: int = 1, extension: str = "block") -> Plan:
-    """Blocks for objective terms f = (E, c), inequalities / equalities as lists of (E, c), order d."""
+def plan_blocks(n: int, f, gs, hs, d: int, sparsity: str, term_steps: int = 1, extension: str = "block",
+                prune: bool = False) -> Plan:
+    """Blocks for objective terms f = (E, c), inequalities / equalities as lists of (E, c), order d.
+    ``prune`` (SOS side, no constraints): drop basis monomials whose Gram diagonal is forced to 0."""
     if sparsity not in SPARSITY:
         raise ValueError(f"sparsity must be one of {SPARSITY}, got {sparsity!r}")
     if sparsity in ("correlative", "combined"):
@@ -61,6 +63,8 @@ def plan_blocks(n: int, f, gs, hs, d: int, sparsity: str, term_steps: int = 1, e
     ng = len(gs)
     plan = Plan(cliques=cliques)
     bases = [_lift(exponents_up_to(len(c), d), c, n) for c in cliques]
+    if prune:
+        bases = diagonal_prune_blocks(bases, f[0])
     loc = [(_lift(exponents_up_to(len(cliques[home[i]]), d - math.ceil(_deg(E) / 2)), cliques[home[i]], n), (E, c))
            for i, (E, c) in enumerate(gs)]
     for j, (E, c) in enumerate(hs):
@@ -95,6 +99,23 @@ def plan_blocks(n: int, f, gs, hs, d: int, sparsity: str, term_steps: int = 1, e
     for i, ((B, g), blk) in enumerate(zip(loc, blocks[1])):
         plan.psd += [(B[b], g, home[i]) for b in blk]
     return plan
+
+
+def diagonal_prune_blocks(bases: list, S: np.ndarray) -> list:
+    """Drop rows b (from every block) with 2b outside the support S and not the product of two distinct
+    rows of any block: z^T Q z could not produce x^2b with a nonzero Q_bb, so Q_bb = 0. Repeated until
+    stable (removals can expose more)."""
+    support = {k.tobytes() for k in row_keys(S)}
+    while True:
+        off: set = set()
+        for B in bases:
+            iu, ju = np.triu_indices(len(B), 1)
+            off.update(k.tobytes() for k in row_keys(B[iu] + B[ju]))
+        keep = [np.array([k.tobytes() in support or k.tobytes() in off for k in row_keys(2 * B)], dtype=bool)
+                for B in bases]
+        if all(k.all() for k in keep):
+            return [B for B in bases if len(B)]
+        bases = [B[k] for B, k in zip(bases, keep)]
 
 
 def _deg(E: np.ndarray) -> int:
