@@ -83,7 +83,7 @@ def main(argv=None):
     print(f"perturbed optima verified (must be 0): least-squares multipliers {tot['pert_ls']}, "
           f"optimum's multipliers {tot['pert_opt']} (of {tot['cert']} each)")
     print(f"largest proven gap: {max(gaps):.2e} (unit-norm cost units); perturbed points with the optimum's "
-          f"multipliers: smallest proven gap {min(pert_gaps):.2e} (verification threshold 1e-9)")
+          f"multipliers: smallest proven gap {min(pert_gaps):.2e} (verification threshold 1e-10)")
     ver_ms, reg_ms = 1e3 * tot["t_ver"] / tot["n"], 1e3 * tot["t_reg"] / tot["n"]
     print(f"verify_ms_per_pose: {ver_ms:.3f}  (float registration: {reg_ms:.3f} ms per pose)")
     print(f"verify_time_ratio_vs_float: {ver_ms / reg_ms:.3f}")
