@@ -4,7 +4,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from sdpr_loc.poly import Indeterminate, Polynomial, proven_lower_bound
 from sdpr_loc.poly.exact import exact_coefficients

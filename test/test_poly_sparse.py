@@ -1,6 +1,5 @@
 """Sparse relaxations: same bounds as the dense one where both run, known minima of chained
 problems, the ordering of the patterns on a problem where they differ, clique bookkeeping."""
-import math
 
 import networkx as nx
 import numpy as np

@@ -2,7 +2,7 @@
 its solution and a checkable certificate; order-1 problems feed the certify layer (``SDPRLayer``).
 
 - ``Program``: Drake-style SOS programs (indeterminates, decision variables, SOS constraints with
-  Newton-polytope bases, linear costs / constraints) solved through cvxpy (Clarabel, SCS).
+  Newton-polytope bases, linear costs / constraints) handed to Clarabel or SCS directly.
 - ``sos_decomposition``: p = sum_i w_i q_i^2 from a Gram matrix.
 - ``check_gram_exact`` / ``prove_nonnegative``: rational-arithmetic proofs of nonnegativity;
   ``proven_lower_bound``: rigorous lower bounds on min f from float (sparse) SOS solutions.

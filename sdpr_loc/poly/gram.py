@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import scipy.sparse as sp
 
 from .polynomial import Indeterminate, Monomial, Polynomial, Variable
 
@@ -38,18 +37,6 @@ def tri_position(off: int, k: int) -> tuple[int, int]:
         off -= k - i
         i += 1
     return i, i + off
-
-
-@lru_cache(maxsize=64)
-def sym_expand(k: int) -> sp.csr_matrix:
-    """S (k*k, k(k+1)/2): column-major vec of the symmetric matrix from its upper triangle."""
-    iu, ju = triu(k)
-    G = len(iu)
-    cols = np.arange(G)
-    off = iu != ju
-    rows = np.r_[iu + ju * k, ju[off] + iu[off] * k]
-    S = sp.csr_matrix((np.ones(len(rows)), (rows, np.r_[cols, cols[off]])), shape=(k * k, G))
-    return S
 
 
 def upper_to_matrix(v: np.ndarray, k: int) -> np.ndarray:

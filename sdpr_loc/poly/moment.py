@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 from .polynomial import CONST, Indeterminate, Monomial, Polynomial, as_polynomial, exponents_up_to
-from .sparsity import row_keys as sparsity_keys
 from .relaxation import SPARSITY, MomentSDP, relaxation_plan
+from .sparsity import row_keys
 
 
 def _numeric(p, what: str) -> Polynomial:
@@ -42,7 +41,7 @@ class MomentResult:
     """Solution of one relaxation order.
 
     Attributes:
-        status: cvxpy status ("optimal", "infeasible", "unbounded", ...).
+        status: "optimal", "optimal_inaccurate", "infeasible", "unbounded", ... (cvxpy's names).
         order: relaxation order d.
         lower_bound: optimal value of the relaxation: a lower bound on min f (+inf if the relaxation is
             infeasible, which proves the problem infeasible; -inf if unbounded).
@@ -317,11 +316,11 @@ class MomentProblem:
         """x_i = y_{e_i}; where term sparsity left y_{e_i} out (f even in x_i), +-sqrt(y_{2 e_i}) with
         the sign that lowers f, one coordinate at a time. None when neither moment exists."""
         n = self.n
-        have = {k.tobytes(): j for j, k in enumerate(sparsity_keys(sdp.exponents))}
+        have = {k.tobytes(): j for j, k in enumerate(row_keys(sdp.exponents))}
         x = np.zeros(n)
         missing = []
-        for i, (k1, k2) in enumerate(zip(sparsity_keys(np.eye(n, dtype=np.int64)),
-                                         sparsity_keys(2 * np.eye(n, dtype=np.int64)))):
+        for i, (k1, k2) in enumerate(zip(row_keys(np.eye(n, dtype=np.int64)),
+                                         row_keys(2 * np.eye(n, dtype=np.int64)))):
             if k1.tobytes() in have:
                 x[i] = y[have[k1.tobytes()]]
             elif k2.tobytes() in have:
