@@ -119,7 +119,7 @@ class ExactConstraints:
 
 
 def verify_point(Q: np.ndarray, cons: ExactConstraints, lam: np.ndarray, X: Sequence[int], den: int,
-                 deltas: Sequence[float] = (1e-13, 1e-12, 1e-11)) -> tuple[bool, Fraction, Fraction, str]:
+                 deltas: Sequence[float] = (1e-15, 1e-14, 1e-13, 1e-12)) -> tuple[bool, Fraction, Fraction, str]:
     """(H' proven positive definite, proven lower bound, exact cost of X / den, reason) for one item.
 
     Q (n, n) and lam (m,) floats; X (n,) integers. The smallest delta in ``deltas`` (times 1 + |x|^2)
@@ -155,7 +155,7 @@ def verify_point(Q: np.ndarray, cons: ExactConstraints, lam: np.ndarray, X: Sequ
 
 def verify_certificate(Q: torch.Tensor, A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, cert: Certificate,
                        exact_point: Callable[[np.ndarray], tuple[np.ndarray, int]] | None = None,
-                       gap_tol: float = 1e-10) -> Certificate:
+                       gap_tol: float = 1e-11) -> Certificate:
     """Attach ``verified`` (B,) and ``proven_gap`` (B,) to a certificate, in place, and return it.
 
     Q (B, n, n) the cost the multipliers belong to (the unit-norm one of ``certify``), A (B or 1, m, n, n),
@@ -201,7 +201,7 @@ def exact_pose_point(x: np.ndarray) -> tuple[np.ndarray, int]:
 
 def verify_qcqp(Q: torch.Tensor, x: torch.Tensor, cert: Certificate, qcqp,
                 exact_point: Callable[[np.ndarray], tuple[np.ndarray, int]] | None = None,
-                gap_tol: float = 1e-10) -> Certificate:
+                gap_tol: float = 1e-11) -> Certificate:
     """``verify_certificate`` for the output of an ``SDPRLayer``: Q (B, n, n) unscaled (scaled to unit
     Frobenius norm here exactly as the layer does, so the multipliers fit), x (B, n), the layer's QCQP."""
     Q = Q.detach()
