@@ -117,3 +117,13 @@ def test_bad_constraints_raise():
     A[0, 1, 1] = 1
     with pytest.raises(ValueError, match="homogenizing"):
         ExactConstraints(A, np.ones(1))
+
+
+def test_update_with_unverified_items_invalidates_them():
+    inst = stereo_instance(3, 40, 0.5, seed=3)
+    c = register(inst.src, inst.trg, inst.weights, inst.inv_cov, verify=True).certificate
+    assert c.verified.all()
+    other = c.select([0])
+    other.verified = other.proven_gap = None  # e.g. a fresh float certificate for item 1
+    c.update([1], other)
+    assert c.verified.tolist() == [True, False, True] and torch.isnan(c.proven_gap[1])

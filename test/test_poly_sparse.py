@@ -53,6 +53,10 @@ def test_known_minima_of_chained_problems():
                     + (1 - x[i + 2]) ** 2 + 10 * (x[i + 1] + x[i + 3] - 2) ** 2
                     + Polynomial(1) / 10 * (x[i + 1] - x[i + 3]) ** 2 for i in range(0, 9, 2)), Polynomial(0))
     assert sos_bound(wood, "correlative")[0] == pytest.approx(1.0, abs=1e-5)
+    y = xs(8, "cs")
+    singular = sum(((y[i] + 10 * y[i + 1]) ** 2 + 5 * (y[i + 2] - y[i + 3]) ** 2 + (y[i + 1] - 2 * y[i + 2]) ** 4
+                    + 10 * (y[i] - 10 * y[i + 3]) ** 4 for i in range(0, 5, 2)), Polynomial(0))
+    assert sos_bound(singular, "combined")[0] == pytest.approx(0.0, abs=1e-4)  # singular minimum: ~1e-5 accuracy
 
 
 def test_patterns_ordered_where_they_differ():

@@ -75,7 +75,9 @@ class Certificate:
         idx = torch.as_tensor(idx, dtype=torch.long).flatten()
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(mine, torch.Tensor):
+            if isinstance(mine, torch.Tensor) and theirs is None:  # e.g. unverified items: unknown
+                mine[idx.to(mine.device)] = False if mine.dtype == torch.bool else float("nan")
+            elif isinstance(mine, torch.Tensor):
                 mine[idx.to(mine.device)] = theirs.to(mine.device, mine.dtype)
             elif isinstance(mine, list):
                 for j, i in enumerate(idx.tolist()):
