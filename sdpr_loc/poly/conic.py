@@ -34,7 +34,8 @@ _SCS_STATUS = {
 @dataclass
 class ConicSolution:
     """status (cvxpy vocabulary), x (None unless optimal / optimal_inaccurate), objective value
-    (+inf infeasible, -inf unbounded, nan otherwise), iterations, solver seconds, message."""
+    (+inf infeasible, -inf unbounded, nan otherwise), iterations, solver seconds, message;
+    zero_duals: multipliers of the equality rows (in the order added; sign as the solver's)."""
 
     status: str
     x: np.ndarray | None
@@ -42,6 +43,7 @@ class ConicSolution:
     iterations: int | None = None
     solve_time: float = 0.0
     message: str = ""
+    zero_duals: np.ndarray | None = None
 
 
 @dataclass
@@ -114,11 +116,12 @@ class ConicProblem:
         return out
 
 
-def _finish(status: str, x, iters, message: str = "") -> ConicSolution:
+def _finish(status: str, x, iters, message: str = "", duals=None) -> ConicSolution:
     ok = status in ("optimal", "optimal_inaccurate")
     value = math.nan if ok else (math.inf if status.startswith("infeasible") else
                                  -math.inf if status.startswith("unbounded") else math.nan)
-    return ConicSolution(status, np.asarray(x, dtype=np.float64) if ok else None, value, iters, 0.0, message)
+    return ConicSolution(status, np.asarray(x, dtype=np.float64) if ok else None, value, iters, 0.0, message,
+                         np.asarray(duals, dtype=np.float64) if ok and duals is not None else None)
 
 
 def _clarabel(c, A, b, nz, nl, sizes, verbose, options) -> ConicSolution:
@@ -141,7 +144,8 @@ def _clarabel(c, A, b, nz, nl, sizes, verbose, options) -> ConicSolution:
         return ConicSolution("solver_error", None, math.nan, None, 0.0, f"Clarabel failed: {exc}")
     name = str(sol.status).split(".")[-1]
     status = _CLARABEL_STATUS.get(name, "solver_error")
-    return _finish(status, sol.x, int(sol.iterations), "" if status != "solver_error" else f"Clarabel: {name}")
+    return _finish(status, sol.x, int(sol.iterations), "" if status != "solver_error" else f"Clarabel: {name}",
+                   np.asarray(sol.z)[:nz])
 
 
 def _scs(c, A, b, nz, nl, sizes, verbose, options) -> ConicSolution:
@@ -162,4 +166,5 @@ def _scs(c, A, b, nz, nl, sizes, verbose, options) -> ConicSolution:
         return ConicSolution("solver_error", None, math.nan, None, 0.0, f"SCS failed: {exc}")
     info = out["info"]
     status = _SCS_STATUS.get(str(info["status"]).lower(), "solver_error")
-    return _finish(status, out["x"], int(info["iter"]), "" if status != "solver_error" else f"SCS: {info['status']}")
+    return _finish(status, out["x"], int(info["iter"]), "" if status != "solver_error" else f"SCS: {info['status']}",
+                   out["y"][:nz])

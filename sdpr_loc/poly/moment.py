@@ -168,7 +168,19 @@ class MomentProblem:
         plan = relaxation_plan(self, d, sparsity, int(term_steps), extension)
         sdp = MomentSDP(self, plan)
         t1 = time.perf_counter()
-        sol = sdp.problem.solve(solver, verbose, **options)
+        if sparsity == "dense":
+            sol = sdp.problem.solve(solver, verbose, **options)
+        else:  # the SOS side, moments from its equality multipliers (see MomentSDP.sos_problem)
+            sol = sdp.sos_problem().solve(solver, verbose, **options)
+            if sol.x is not None:
+                if sol.zero_duals is None or not abs(sol.zero_duals[0]) > 0:
+                    sol.status, sol.x = "solver_error", None
+                    sol.message = "no moments in the solver's multipliers"
+                else:  # the bound is the SOS side's t; the moments come along
+                    sol.x, sol.value = sol.zero_duals / sol.zero_duals[0], -sol.value
+            else:  # the SOS side is the dual: its infeasibility means an unbounded moment problem
+                sol.value = {math.inf: -math.inf, -math.inf: math.inf}.get(sol.value, sol.value)
+                sol.status = {"infeasible": "unbounded", "unbounded": "infeasible"}.get(sol.status, sol.status)
         t2 = time.perf_counter()
         n = self.n
         uids = [x.uid for x in self.x]
@@ -183,7 +195,7 @@ class MomentProblem:
             res.reason = f"relaxation status {res.status}"
             return res
         yv = sol.x
-        res.lower_bound = float(sdp.problem.c @ yv)
+        res.lower_bound = float(sdp.problem.c @ yv) if sparsity == "dense" else float(sol.value)
         if sparsity == "dense":
             Y = exponents_up_to(n, 2 * d)  # all moments, graded: Y[0] = 0
             basis_exps = exponents_up_to(n, d)
