@@ -46,9 +46,26 @@ class ConicSolution:
     zero_duals: np.ndarray | None = None
 
 
+def _triplets(A, m: int, n: int, what: str):
+    """(rows, cols, vals) of a sparse matrix or a (rows, cols, vals) tuple, checked against (m, n)."""
+    if isinstance(A, tuple):
+        r, c, v = (np.asarray(a) for a in A)
+        r, c, v = r.astype(np.int64), c.astype(np.int64), v.astype(np.float64)
+        if len(r) and (r.min() < 0 or r.max() >= m or c.min() < 0 or c.max() >= n):
+            raise ValueError(f"{what}: triplet indices out of range for a ({m}, {n}) block")
+        return r, c, v
+    A = sp.coo_matrix(A)
+    if A.shape != (m, n):
+        raise ValueError(f"{what}: matrix of shape {A.shape}, expected {(m, n)}")
+    return A.row.astype(np.int64), A.col.astype(np.int64), A.data.astype(np.float64)
+
+
 @dataclass
 class ConicProblem:
-    """min c^T x + c0 over n variables with zero, nonnegative and PSD blocks (see module doc)."""
+    """min c^T x + c0 over n variables with zero, nonnegative and PSD blocks (see module doc).
+
+    Each ``add_*`` takes A as a scipy sparse matrix or as triplets (rows, cols, vals); blocks are kept
+    as triplets and become one sparse matrix at ``solve``."""
 
     n: int
     c: np.ndarray | None = None
@@ -58,33 +75,46 @@ class ConicProblem:
     psd: list = field(default_factory=list)
 
     def add_zero(self, A, b) -> None:
-        """A x = b (A (m, n) sparse)."""
-        self.zero.append((sp.csr_matrix(A), np.asarray(b, dtype=np.float64).reshape(-1)))
+        """A x = b."""
+        b = np.asarray(b, dtype=np.float64).reshape(-1)
+        self.zero.append((*_triplets(A, len(b), self.n, "equality block"), b))
 
     def add_nonneg(self, A, b) -> None:
         """A x >= b."""
-        self.nonneg.append((sp.csr_matrix(A), np.asarray(b, dtype=np.float64).reshape(-1)))
+        b = np.asarray(b, dtype=np.float64).reshape(-1)
+        self.nonneg.append((*_triplets(A, len(b), self.n, "inequality block"), b))
 
     def add_psd(self, A, b, k: int) -> None:
         """mat(A x - b) PSD; A (k(k+1)/2, n) gives the row-major upper triangle of a k x k matrix."""
-        A = sp.csr_matrix(A)
-        if A.shape != (k * (k + 1) // 2, self.n):
-            raise ValueError(f"a {k}x{k} PSD block needs {k * (k + 1) // 2} rows, got {A.shape[0]}")
-        self.psd.append((A, np.asarray(b, dtype=np.float64).reshape(-1), int(k)))
+        b = np.asarray(b, dtype=np.float64).reshape(-1)
+        if len(b) != k * (k + 1) // 2:
+            raise ValueError(f"a {k}x{k} PSD block needs {k * (k + 1) // 2} rows, got {len(b)}")
+        self.psd.append((*_triplets(A, len(b), self.n, f"{k}x{k} PSD block"), b, int(k)))
 
-    def _svec(self, lower: bool):
-        """Stacked (A, b) of all PSD blocks in the solver's svec order, and the block sizes."""
-        mats, rhs, sizes = [], [], []
-        for A, b, k in self.psd:
+    def _stacked(self, lower: bool):
+        """One (A, b) with rows ordered zero, nonneg (with 1x1 PSD blocks), PSD in the solver's svec
+        order (sqrt(2) off the diagonal; column-major upper triangle for Clarabel, lower for SCS)."""
+        blocks = [(r, c, v, b) for r, c, v, b in self.zero] + [(r, c, v, b) for r, c, v, b in self.nonneg]
+        blocks += [(r, c, v, b) for r, c, v, b, k in self.psd if k == 1]
+        sizes = [k for *_, k in self.psd if k > 1]
+        for r, c, v, b, k in self.psd:
+            if k == 1:
+                continue
             iu, ju = triu(k)
-            # position of (i, j), i <= j, in the column-major upper (Clarabel) / lower (SCS) triangle
             pos = iu * k - iu * (iu - 1) // 2 + (ju - iu) if lower else ju * (ju + 1) // 2 + iu
             w = np.where(iu == ju, 1.0, math.sqrt(2.0))
-            P = sp.csr_matrix((w, (pos, np.arange(len(pos)))), shape=(len(pos), len(pos)))
-            mats.append(P @ A)
-            rhs.append(P @ b)
-            sizes.append(k)
-        return mats, rhs, sizes
+            bb = np.empty(len(b))
+            bb[pos] = w * b
+            blocks.append((pos[r], c, v * w[r], bb))
+        rows, off = [], 0
+        for r, _, _, b in blocks:
+            rows.append(r + off)
+            off += len(b)
+        if not blocks:
+            return sp.csc_matrix((0, self.n)), np.zeros(0), sizes
+        A = sp.csc_matrix((np.concatenate([v for _, _, v, _ in blocks]),
+                           (np.concatenate(rows), np.concatenate([c for _, c, _, _ in blocks]))), shape=(off, self.n))
+        return A, np.concatenate([b for *_, b in blocks]), sizes
 
     def solve(self, solver: str = "clarabel", verbose: bool = False, **options) -> ConicSolution:
         """Solve with Clarabel (default) or SCS; ``options`` are the solver's own settings."""
@@ -94,17 +124,10 @@ class ConicProblem:
         if self.n == 0:
             raise ValueError("the problem has no variables")
         c = np.zeros(self.n) if self.c is None else np.asarray(self.c, dtype=np.float64)
-        lower = s == "scs"
-        mats, rhs, sizes = self._svec(lower)
-        blocks = self.zero + self.nonneg + list(zip(mats, rhs))
-        nz = sum(len(b) for _, b in self.zero)
-        nl = sum(len(b) for _, b in self.nonneg)
-        if blocks:
-            A = sp.vstack([sp.csr_matrix(M, shape=(M.shape[0], self.n)) for M, _ in blocks]).tocsc()
-            b = np.concatenate([r for _, r in blocks])
-            A, b = -A, -b  # the solvers want  s = b' - A' x  in the cone; here s = A x - b
-        else:
-            A, b = sp.csc_matrix((0, self.n)), np.zeros(0)
+        A, b, sizes = self._stacked(s == "scs")
+        A, b = -A, -b  # the solvers want  s = b' - A' x  in the cone; here s = A x - b
+        nz = sum(len(blk[-1]) for blk in self.zero)
+        nl = sum(len(blk[-1]) for blk in self.nonneg) + sum(1 for *_, k in self.psd if k == 1)
         t0 = time.perf_counter()
         if s == "clarabel":
             out = _clarabel(c, A, b, nz, nl, sizes, verbose, options)
@@ -128,7 +151,7 @@ def _clarabel(c, A, b, nz, nl, sizes, verbose, options) -> ConicSolution:
     import clarabel
 
     cones = ([clarabel.ZeroConeT(nz)] if nz else []) + ([clarabel.NonnegativeConeT(nl)] if nl else [])
-    cones += [clarabel.PSDTriangleConeT(k) if k > 1 else clarabel.NonnegativeConeT(1) for k in sizes]
+    cones += [clarabel.PSDTriangleConeT(k) for k in sizes]
     settings = clarabel.DefaultSettings()
     settings.verbose = bool(verbose)
     for key, val in options.items():
@@ -152,14 +175,7 @@ def _scs(c, A, b, nz, nl, sizes, verbose, options) -> ConicSolution:
     import scs
 
     opts = {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 100000, "verbose": bool(verbose), **options}
-    cone = {"z": nz, "l": nl + sum(1 for k in sizes if k == 1), "s": [k for k in sizes if k > 1]}
-    # SCS wants the cones in the order z, l, s: move scalar "PSD" blocks next to the nonneg rows
-    offs = np.cumsum([0] + [k * (k + 1) // 2 for k in sizes])
-    head = np.arange(nz + nl)
-    scal = [nz + nl + offs[i] for i, k in enumerate(sizes) if k == 1]
-    mats = [np.arange(nz + nl + offs[i], nz + nl + offs[i + 1]) for i, k in enumerate(sizes) if k > 1]
-    perm = np.concatenate([head, np.array(scal, dtype=np.int64)] + mats).astype(np.int64)
-    A, b = A[perm], b[perm]
+    cone = {"z": nz, "l": nl, "s": list(sizes)}
     try:
         out = scs.SCS({"A": sp.csc_matrix(A), "b": b, "c": c}, cone, **opts).solve()
     except (ValueError, RuntimeError) as exc:

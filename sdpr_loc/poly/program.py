@@ -251,8 +251,8 @@ class Program:
             raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
         prob = ConicProblem(N, c0=self._cost_const)
         if self._n_eq:
-            A, (b,) = self._stack(self._eq, self._n_eq)
-            prob.add_zero(A, b)
+            prob.add_zero(tuple(np.concatenate([blk[i] for blk in self._eq]) for i in range(3)),
+                          np.concatenate([blk[3] for blk in self._eq]))
         if self._n_in:
             A, (lb, ub) = self._stack(self._ineq, self._n_in)
             lo, hi = np.isfinite(lb), np.isfinite(ub)
@@ -261,10 +261,9 @@ class Program:
             if hi.any():
                 prob.add_nonneg(-A[hi], -ub[hi])
         for g in self._grams:
-            if g.size:
-                sel = sp.csr_matrix((np.ones(g.n_entries), (np.arange(g.n_entries), g.col0 + np.arange(g.n_entries))),
-                                    shape=(g.n_entries, N))
-                prob.add_psd(sel, np.zeros(g.n_entries), g.size)
+            m = g.n_entries
+            if m:
+                prob.add_psd((np.arange(m), g.col0 + np.arange(m), np.ones(m)), np.zeros(m), g.size)
         c = np.zeros(N)
         if self._cost:
             c[np.fromiter(self._cost.keys(), dtype=np.int64)] = np.fromiter(self._cost.values(), dtype=np.float64)
@@ -362,12 +361,11 @@ class Program:
         self._n_eq += n_rows
 
     def _stack(self, blocks, n_rows):
+        """The inequality blocks as one sparse matrix and their (lb, ub)."""
         rows = np.concatenate([b[0] for b in blocks])
         cols = np.concatenate([b[1] for b in blocks])
         vals = np.concatenate([b[2] for b in blocks])
         A = sp.csr_matrix((vals, (rows, cols)), shape=(n_rows, self._ncols))
-        if blocks is self._eq:
-            return A, (np.concatenate([b[3] for b in blocks]),)
         return A, (np.concatenate([b[3] for b in blocks]), np.concatenate([b[4] for b in blocks]))
 
     def _poly(self, p, what: str) -> Polynomial:
