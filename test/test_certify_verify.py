@@ -127,3 +127,15 @@ def test_update_with_unverified_items_invalidates_them():
     other.verified = other.proven_gap = None  # e.g. a fresh float certificate for item 1
     c.update([1], other)
     assert c.verified.tolist() == [True, False, True] and torch.isnan(c.proven_gap[1])
+
+
+def test_asymmetric_data_raise():
+    A = np.zeros((1, 2, 2))
+    A[0, 0, 0] = 1
+    cons = ExactConstraints(A, np.ones(1))
+    with pytest.raises(ValueError, match="exactly symmetric"):
+        verify_point(np.array([[1.0, 0.5], [0.0, 1.0]]), cons, np.zeros(1), [1, 0], 1)
+    B = A.copy()
+    B[0, 0, 1] = 1.0
+    with pytest.raises(ValueError, match="exactly symmetric"):
+        ExactConstraints(B, np.ones(1))

@@ -105,6 +105,9 @@ class ExactConstraints:
 
     def __init__(self, A: np.ndarray, b: np.ndarray):
         A, b = np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if A.ndim != 3 or A.shape[1] != A.shape[2] or len(b) != len(A) or not np.array_equal(A, A.transpose(0, 2, 1)):
+            raise ValueError(f"constraints must be exactly symmetric (m, n, n) matrices with b (m,), got {A.shape}, "
+                             f"{b.shape}")
         if not (A[0][0, 0] == 1 and np.count_nonzero(A[0]) == 1 and b[0] == 1):
             raise ValueError("the first constraint must be the homogenizing x0^2 = 1")
         self.n = A.shape[-1]
@@ -119,20 +122,24 @@ class ExactConstraints:
 
 
 def verify_point(Q: np.ndarray, cons: ExactConstraints, lam: np.ndarray, X: Sequence[int], den: int,
-                 deltas: Sequence[float] = (1e-15, 1e-14, 1e-13, 1e-12)) -> tuple[bool, Fraction, Fraction, str]:
+                 deltas: Sequence[float] = (1e-15, 1e-14, 1e-13, 1e-12)
+                 ) -> tuple[bool, Fraction | None, Fraction | None, str]:
     """(H' proven positive definite, proven lower bound, exact cost of X / den, reason) for one item.
 
-    Q (n, n) and lam (m,) floats; X (n,) integers. The smallest delta in ``deltas`` (times 1 + |x|^2)
-    that makes H' provably positive definite is used. The cost is +inf (10^30) when X / den is not
-    exactly feasible."""
+    Q (n, n) exactly symmetric and lam (m,) floats; X (n,) integers. The smallest delta in ``deltas``
+    (times 1 + |x|^2) that makes H' provably positive definite is used. The lower bound is None when
+    nothing was proven, the cost None when X / den is not exactly feasible."""
     n = cons.n
+    Q = np.asarray(Q, dtype=np.float64)
+    if Q.shape != (n, n) or not np.array_equal(Q, Q.T):
+        raise ValueError(f"Q must be an exactly symmetric ({n}, {n}) matrix")
     X = [int(v) for v in X]
     Qi, sq = dyadic(Q)
     li, sl = dyadic(lam)
     li = [int(v) for v in li]
     feasible = all(cons.quad(k, X) << cons.sb == (bk * den * den) << cons.sa for k, bk in enumerate(cons.b))
     Xo = np.array(X, dtype=object)
-    cost = Fraction(int(Xo.dot(Qi.dot(Xo))), (1 << sq) * den * den) if feasible else Fraction(10 ** 30)
+    cost = Fraction(int(Xo.dot(Qi.dot(Xo))), (1 << sq) * den * den) if feasible else None
     lb = -Fraction(sum(l * bk for l, bk in zip(li, cons.b)), 1 << (sl + cons.sb))
     S = max(sq, sl + cons.sa)
     H = [[int(v) << (S - sq) for v in row] for row in Qi.tolist()]
@@ -150,7 +157,7 @@ def verify_point(Q: np.ndarray, cons: ExactConstraints, lam: np.ndarray, X: Sequ
         if positive_definite_rounded(Hd, top):
             lower = lb - Fraction(int(dd[0]), 1 << sd)
             return True, lower, cost, "" if feasible else "the candidate point is not exactly feasible"
-    return False, Fraction(-(10 ** 30)), cost, "H + delta e0 e0^T is not positive definite (not a proof of optimality)"
+    return False, None, cost, "H + delta e0 e0^T is not positive definite (not a proof of optimality)"
 
 
 def verify_certificate(Q: torch.Tensor, A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, cert: Certificate,
@@ -182,7 +189,7 @@ def verify_certificate(Q: torch.Tensor, A: torch.Tensor, b: torch.Tensor, x: tor
             X, S = dyadic(xn[i])
             den = 1 << S
         ok, lower, upper, _ = verify_point(Qn[i], cons if shared else ExactConstraints(An[i], bn), ln[i], X, den)
-        if ok:
+        if ok and upper is not None:
             gap[i] = float(upper - lower)
             verified[i] = gap[i] <= gap_tol
     dev = cert.certified.device

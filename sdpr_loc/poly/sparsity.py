@@ -23,10 +23,11 @@ EXTENSIONS = ("chordal", "block")
 
 
 def row_keys(E: np.ndarray) -> np.ndarray:
-    """Hashable, order-free keys of integer rows (bytes of a C-contiguous int64 row)."""
+    """One hashable key per integer row (the row's int64 bytes as a numpy void scalar)."""
     E = np.ascontiguousarray(E, dtype=np.int64)
-    return E.view(np.dtype((np.void, E.dtype.itemsize * E.shape[1]))).reshape(-1) if E.shape[1] else \
-        np.zeros(len(E), dtype="V1")
+    if E.shape[1] == 0:
+        return np.zeros(len(E), dtype="V1")
+    return E.view(np.dtype((np.void, E.dtype.itemsize * E.shape[1]))).reshape(-1)
 
 
 def interaction_graph(n: int, objective: np.ndarray, groups: Iterable[Sequence[int]] = ()) -> nx.Graph:
