@@ -142,3 +142,22 @@ def test_sparse_moment_with_equalities_matches_dense_and_detects_infeasibility()
     assert f.evaluate(sparse.minimizers[0], x) == pytest.approx(sparse.lower_bound, abs=1e-6)
     bad = MomentProblem(f, inequalities=[-x[0] ** 2 - 1], indeterminates=x).solve(2, sparsity="correlative")
     assert bad.status == "infeasible" and bad.lower_bound == math.inf
+
+
+def test_two_dimensional_newton_hull_matches_delaunay():
+    """The vectorised polygon test used for 2-D Newton polytopes agrees with scipy's Delaunay."""
+    from scipy.spatial import Delaunay
+
+    from sdpr_loc.poly.newton import _inside_polygon
+
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.arange(-1, 8.0), np.arange(-1, 8.0)), -1).reshape(-1, 2)
+    checked = 0
+    for _ in range(200):
+        P = rng.integers(0, 6, (int(rng.integers(3, 12)), 2)).astype(float)
+        if np.linalg.matrix_rank(P - P.mean(0)) < 2:
+            continue
+        ref = Delaunay(P).find_simplex(grid, tol=1e-9) >= 0
+        assert np.array_equal(_inside_polygon(P, grid, 1e-9), ref)
+        checked += 1
+    assert checked > 150

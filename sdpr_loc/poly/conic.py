@@ -92,8 +92,9 @@ class ConicProblem:
         self.psd.append((*_triplets(A, len(b), self.n, f"{k}x{k} PSD block"), b, int(k)))
 
     def _stacked(self, lower: bool):
-        """One (A, b) with rows ordered zero, nonneg (with 1x1 PSD blocks), PSD in the solver's svec
-        order (sqrt(2) off the diagonal; column-major upper triangle for Clarabel, lower for SCS)."""
+        """The solver's (A', b') with rows ordered zero, nonneg (with 1x1 PSD blocks), PSD in the
+        solver's svec order (sqrt(2) off the diagonal; column-major upper triangle for Clarabel, lower
+        for SCS)."""
         blocks = [(r, c, v, b) for r, c, v, b in self.zero] + [(r, c, v, b) for r, c, v, b in self.nonneg]
         blocks += [(r, c, v, b) for r, c, v, b, k in self.psd if k == 1]
         sizes = [k for *_, k in self.psd if k > 1]
@@ -112,9 +113,10 @@ class ConicProblem:
             off += len(b)
         if not blocks:
             return sp.csc_matrix((0, self.n)), np.zeros(0), sizes
-        A = sp.csc_matrix((np.concatenate([v for _, _, v, _ in blocks]),
+        # the solvers want  s = b' - A' x  in the cone; here s = A x - b, so A' = -A, b' = -b
+        A = sp.csc_matrix((-np.concatenate([v for _, _, v, _ in blocks]),
                            (np.concatenate(rows), np.concatenate([c for _, c, _, _ in blocks]))), shape=(off, self.n))
-        return A, np.concatenate([b for *_, b in blocks]), sizes
+        return A, -np.concatenate([b for *_, b in blocks]), sizes
 
     def solve(self, solver: str = "clarabel", verbose: bool = False, **options) -> ConicSolution:
         """Solve with Clarabel (default) or SCS; ``options`` are the solver's own settings."""
@@ -125,7 +127,6 @@ class ConicProblem:
             raise ValueError("the problem has no variables")
         c = np.zeros(self.n) if self.c is None else np.asarray(self.c, dtype=np.float64)
         A, b, sizes = self._stacked(s == "scs")
-        A, b = -A, -b  # the solvers want  s = b' - A' x  in the cone; here s = A x - b
         nz = sum(len(blk[-1]) for blk in self.zero)
         nl = sum(len(blk[-1]) for blk in self.nonneg) + sum(1 for *_, k in self.psd if k == 1)
         t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .newton import unique_rows
 from .polynomial import Indeterminate, Monomial, Polynomial, Variable
 
 
@@ -55,8 +56,8 @@ def pair_monomials(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     E = B[iu] + B[ju]
     if len(E) == 0:
         return np.zeros((0, B.shape[1]), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
-    U, inv = np.unique(E, axis=0, return_inverse=True)
-    return U, inv.reshape(-1), np.where(iu == ju, 1.0, 2.0)
+    U, inv = unique_rows(E)
+    return U, inv, np.where(iu == ju, 1.0, 2.0)
 
 
 class Gram:

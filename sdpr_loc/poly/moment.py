@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .newton import row_keys
 from .polynomial import CONST, Indeterminate, Monomial, Polynomial, as_polynomial, exponents_up_to
 from .relaxation import SPARSITY, MomentSDP, relaxation_plan
-from .sparsity import row_keys
 
 
 def _numeric(p, what: str) -> Polynomial:

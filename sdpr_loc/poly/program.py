@@ -22,7 +22,7 @@ from .conic import SOLVERS, ConicProblem
 from .decompose import sos_decomposition
 from .exact import check_gram_exact
 from .gram import Gram, pair_monomials, tri_position, upper_to_matrix
-from .newton import newton_half_basis
+from .newton import newton_half_basis, unique_rows
 from .polynomial import (CONST, Comparison, Indeterminate, Monomial, Polynomial, Variable, _is_number,
                          allocate_variables, as_monomial, as_polynomial, exponents_up_to)
 from .relaxation import plan_blocks
@@ -319,8 +319,7 @@ class Program:
         allE = np.vstack([U for U, _, _ in pairs] + ([P] if len(P) else []))
         if len(allE) == 0:
             return
-        _, inv = np.unique(allE, axis=0, return_inverse=True)
-        inv = inv.reshape(-1)
+        _, inv = unique_rows(allE)
         n_rows = int(inv.max()) + 1
         rows, cols, vals, off = [], [], [], 0
         rhs = np.zeros(n_rows)

@@ -15,8 +15,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .conic import ConicProblem
+from .newton import row_keys
 from .polynomial import exponents_up_to
-from .sparsity import block_support, chordal_cliques, interaction_graph, row_keys, term_blocks
+from .sparsity import block_support, chordal_cliques, interaction_graph, term_blocks
 
 SPARSITY = ("dense", "correlative", "term", "combined")
 

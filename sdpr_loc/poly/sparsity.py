@@ -19,15 +19,9 @@ from typing import Iterable, Sequence
 import networkx as nx
 import numpy as np
 
+from .newton import row_keys
+
 EXTENSIONS = ("chordal", "block")
-
-
-def row_keys(E: np.ndarray) -> np.ndarray:
-    """One hashable key per integer row (the row's int64 bytes as a numpy void scalar)."""
-    E = np.ascontiguousarray(E, dtype=np.int64)
-    if E.shape[1] == 0:
-        return np.zeros(len(E), dtype="V1")
-    return E.view(np.dtype((np.void, E.dtype.itemsize * E.shape[1]))).reshape(-1)
 
 
 def interaction_graph(n: int, objective: np.ndarray, groups: Iterable[Sequence[int]] = ()) -> nx.Graph:
