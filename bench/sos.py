@@ -216,7 +216,9 @@ def main(argv=None) -> float:
             if args.peer and HAVE_DRAKE:
                 fns.append(cvxpy_full_basis_random)
             args_ = (E, c, n)
-        res = timed(fns, args_, budget=3.0 if kind == "tutorial" else 8.0)
+        # up to 25 repeats within the time budget: on a shared machine a single scheduling hiccup must not
+        # become the median of a millisecond problem; the slow problems stop after one or two
+        res = timed(fns, args_, budget=3.0 if kind == "tutorial" else 8.0, max_reps=25)
         t_o, (c_o, _, it_o, k) = res[0]
         if len(res) == 1:
             print(f"{name:<14}{nmono:>6}{k:>6}  {1e3 * t_o:>9.1f}{it_o:>4}  {'-':>9}{'':>4}{'':>10}{'':>8}")
