@@ -16,17 +16,20 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-import networkx as nx
 import numpy as np
 
 from .newton import row_keys
 
 EXTENSIONS = ("chordal", "block")
+# networkx is imported inside the functions: it takes ~0.7 s, and most users of sdpr_loc.poly never
+# build a sparse relaxation.
 
 
-def interaction_graph(n: int, objective: np.ndarray, groups: Iterable[Sequence[int]] = ()) -> nx.Graph:
+def interaction_graph(n: int, objective: np.ndarray, groups: Iterable[Sequence[int]] = ()):
     """Variables 0..n-1; an edge when two variables share a monomial of the objective (exponent rows
     ``objective (t, n)``) or a group (the variables of one constraint)."""
+    import networkx as nx
+
     G = nx.Graph()
     G.add_nodes_from(range(n))
     for row in np.asarray(objective, dtype=np.int64).reshape(-1, n):
@@ -38,12 +41,14 @@ def interaction_graph(n: int, objective: np.ndarray, groups: Iterable[Sequence[i
     return G
 
 
-def chordal_cliques(G: nx.Graph) -> list[np.ndarray]:
+def chordal_cliques(G) -> list[np.ndarray]:
     """Maximal cliques of a chordal extension of G, in a running-intersection order.
 
     The extension is networkx's MCS-M (a minimal triangulation). The order walks a maximum-weight
     spanning tree of the clique graph (weights = intersection sizes), which is a clique tree for a
     chordal graph, so each clique's overlap with all earlier ones lies in its tree parent."""
+    import networkx as nx
+
     H, _ = nx.complete_to_chordal_graph(G) if not nx.is_chordal(G) else (G, None)
     cliques = [np.array(sorted(c), dtype=np.int64) for c in nx.chordal_graph_cliques(H)]
     cliques.sort(key=lambda c: (c[0], len(c)))
@@ -83,6 +88,8 @@ def term_blocks(B: np.ndarray, support: set, shifts: np.ndarray | None = None,
     ``shifts`` (the exponents of a localizing polynomial; default: only 0). Diagonal entries are always
     kept. ``extension``: "chordal" (maximal cliques of a chordal extension) or "block" (connected
     components, completed)."""
+    import networkx as nx
+
     if extension not in EXTENSIONS:
         raise ValueError(f"term-sparsity extension must be one of {EXTENSIONS}, got {extension!r}")
     k, n = B.shape
