@@ -153,11 +153,11 @@ def test_two_dimensional_newton_hull_matches_delaunay():
     rng = np.random.default_rng(0)
     grid = np.stack(np.meshgrid(np.arange(-1, 8.0), np.arange(-1, 8.0)), -1).reshape(-1, 2)
     checked = 0
-    for _ in range(200):
+    for _ in range(30):  # qhull (Delaunay) costs milliseconds per call: the reference is the slow side
         P = rng.integers(0, 6, (int(rng.integers(3, 12)), 2)).astype(float)
         if np.linalg.matrix_rank(P - P.mean(0)) < 2:
             continue
         ref = Delaunay(P).find_simplex(grid, tol=1e-9) >= 0
         assert np.array_equal(_inside_polygon(P, grid, 1e-9), ref)
         checked += 1
-    assert checked > 150
+    assert checked > 20
