@@ -25,6 +25,7 @@ setup(
         "cvxpy>=1.4",
         "clarabel>=0.6",
         "scs>=3.2",
+        "networkx>=3.0",
         "sympy>=1.12",
         "matplotlib>=3.7",
         "tqdm>=4.60",

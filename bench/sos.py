@@ -12,11 +12,11 @@ module; the last line then still reads ``time_ratio_vs_drake`` but says which pe
 
 Usage: python bench/sos.py [--quick] [--peer] [--no-drake]
     --peer: also time the cvxpy peer next to drake; --no-drake: behave as if drake were missing.
-The tutorial examples are tiny (Gram 3x3 to 6x6): there cvxpy's fixed ~4 ms of modelling overhead
-dominates and Drake's C++ front end wins by a large factor; they are shown for completeness. The
-headline is the median over the larger problems (Gram size >= 20), where the issue sets its target;
-the median over all problems is printed on the line before.
-Last line: ``time_ratio_vs_drake: <median ours / peer over larger problems>`` (< 1 means faster).
+The conic problem goes to Clarabel directly (no modelling layer), so the tutorial examples (Gram 3x3
+to 6x6) cost ~1-5 ms, most of it Python-side assembly and the Newton polytope; Drake's C++ front end
+still wins those by a few x, while the larger ones are won by the sparse coefficient matching.
+The median over the larger problems (Gram size >= 20) is printed on the line before the headline.
+Last line: ``time_ratio_vs_drake: <median ours / peer over ALL problems>`` (< 1 means faster).
 """
 from __future__ import annotations
 
@@ -216,7 +216,9 @@ def main(argv=None) -> float:
             if args.peer and HAVE_DRAKE:
                 fns.append(cvxpy_full_basis_random)
             args_ = (E, c, n)
-        res = timed(fns, args_, budget=3.0 if kind == "tutorial" else 8.0)
+        # up to 25 repeats within the time budget: on a shared machine a single scheduling hiccup must not
+        # become the median of a millisecond problem; the slow problems stop after one or two
+        res = timed(fns, args_, budget=3.0 if kind == "tutorial" else 8.0, max_reps=25)
         t_o, (c_o, _, it_o, k) = res[0]
         if len(res) == 1:
             print(f"{name:<14}{nmono:>6}{k:>6}  {1e3 * t_o:>9.1f}{it_o:>4}  {'-':>9}{'':>4}{'':>10}{'':>8}")
@@ -236,11 +238,11 @@ def main(argv=None) -> float:
             print(f"  WARNING: optimal values differ ({c_o} vs {c_p})")
     med_all = statistics.median(ratios)
     print(f"median ratio, all {len(ratios)} compared problems: {med_all:.3f}")
-    med = statistics.median(big) if big else med_all
-    print(f"median ratio, larger problems (Gram size >= {BIG}, {len(big)} problems): {med:.3f}")
+    med_big = statistics.median(big) if big else med_all
+    print(f"median ratio, larger problems (Gram size >= {BIG}, {len(big)} problems): {med_big:.3f}")
     suffix = "" if HAVE_DRAKE else f"  # peer={peer_name} (pydrake not installed)"
-    print(f"time_ratio_vs_drake: {med:.3f}{suffix}")
-    return med
+    print(f"time_ratio_vs_drake: {med_all:.3f}{suffix}")
+    return med_all
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ class Certificate:
         residual: |H x| / |x|, stationarity residual.
         violation: max_i |x^T A_i x - b_i|.
         reason: why an item is not certified ("" when it is).
+        verified: (B,) bool, set by ``verify.verify_certificate`` (None until asked): optimality proven in
+            exact arithmetic for the float data, up to ``proven_gap``.
+        proven_gap: (B,) rigorous bound on the cost of an exactly feasible point near x minus the
+            global minimum (unit-norm cost units; inf where nothing was proven).
     """
 
     certified: Tensor
@@ -46,6 +50,8 @@ class Certificate:
     residual: Tensor | None = None
     violation: Tensor | None = None
     reason: list = field(default_factory=list)
+    verified: Tensor | None = None
+    proven_gap: Tensor | None = None
 
     def __len__(self) -> int:
         return self.certified.shape[0]
@@ -69,7 +75,9 @@ class Certificate:
         idx = torch.as_tensor(idx, dtype=torch.long).flatten()
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(mine, torch.Tensor):
+            if isinstance(mine, torch.Tensor) and theirs is None:  # e.g. unverified items: unknown
+                mine[idx.to(mine.device)] = False if mine.dtype == torch.bool else float("nan")
+            elif isinstance(mine, torch.Tensor):
                 mine[idx.to(mine.device)] = theirs.to(mine.device, mine.dtype)
             elif isinstance(mine, list):
                 for j, i in enumerate(idx.tolist()):

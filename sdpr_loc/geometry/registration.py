@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from sdpr_loc.certify import QCQP, Certificate, SDPRLayer
+from sdpr_loc.certify.verify import exact_pose_point, verify_qcqp
 
 from .se3 import hat, so3_exp
 from .so3_qcqp import so3_constraints
@@ -206,7 +207,7 @@ def _layer(local: bool, solver: str, uncertified: str) -> SDPRLayer:
 
 def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: Tensor | None = None,
              method: str = "certified", solver: str = "clarabel", uncertified: str = "mask",
-             init: Tensor | None = None) -> Registration:
+             init: Tensor | None = None, verify: bool = False) -> Registration:
     """Relative pose T_target_source with trg ~ R src + t.
 
     Args:
@@ -219,6 +220,8 @@ def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: T
         solver: SDP solver for the fallback ("clarabel", "scs", "mosek").
         uncertified: SDPRLayer policy for items that cannot be certified ("mask", "raise", "sdp").
         init: optional (B, 4, 4) initial T_target_source for the local solver (default: weighted SVD).
+        verify: also prove the certificate in exact arithmetic ("certified"/"sdp"): sets
+            certificate.verified and certificate.proven_gap (see ``sdpr_loc.certify.verify``).
     Returns:
         Registration(R, t, certificate, cost); differentiable w.r.t. all inputs on certified items
         ("certified"/"sdp") or through the closed form ("svd").
@@ -265,6 +268,8 @@ def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: T
                 kwargs["x0"] = x_from_pose(*initial_pose())
             x, cert = _layer(method == "certified", solver, uncertified)(Q, **kwargs)
             R, tc = pose_from_x(x)
+            if verify:
+                verify_qcqp(Q, x, cert, registration_qcqp(), exact_pose_point)
     for i, why in enumerate(degenerate):
         if why:
             cert.certified[i] = False

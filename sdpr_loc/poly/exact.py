@@ -6,8 +6,8 @@ nothing. Here: round Q to rationals, project it orthogonally (exactly) onto the 
 p = sum_i d_i (l_i^T z)^2 >= 0, with no floating point anywhere in the proof. The projection is
 per monomial, because each Gram entry contributes to exactly one coefficient: every entry (i, j)
 with z_i z_j = m moves by (p_m - current_m) / #entries(m). Works when the SDP has a strictly
-feasible (positive definite) Gram matrix; ``prove_nonnegative`` asks the solver for the most
-interior one.
+feasible (positive definite) Gram matrix; ``proven.prove_nonnegative`` asks the solver for the most
+interior one. This module is a leaf: it solves nothing (``proven.py`` combines it with ``Program``).
 """
 from __future__ import annotations
 
@@ -228,47 +228,3 @@ def find_negative_point(p, samples: int = 4000, seed: int = 0):
         return None
     D, v, xf = min(found, key=lambda t: (t[0], t[1]))
     return xf, v
-
-
-def prove_nonnegative(p, solver: str = "clarabel", basis: Sequence | None = None,
-                      denominators: Sequence[int] | None = None) -> ExactCertificate:
-    """Prove p(x) >= 0 for all x exactly, or report why not (with a rational witness when p < 0 somewhere).
-
-    Solves max t s.t. p - t * sum(z_i^2) is SOS over the Newton basis z, i.e. the Gram matrix with the
-    largest minimum eigenvalue, so that rounding keeps it PSD; then ``check_gram_exact``.
-    """
-    from .newton import sos_basis
-    from .program import Program
-
-    p = as_polynomial(p)
-    p._require_numeric("prove_nonnegative")
-    z = [as_monomial(b) for b in basis] if basis is not None else sos_basis(p)[0]
-    prog = Program()
-    t = prog.new_continuous_variables(1, "t")[0]
-    scale = max([abs(float(v)) for v in exact_coefficients(p).values()] + [1.0])
-    norm2 = Polynomial(0)
-    for m in z:
-        norm2 = norm2 + m.to_polynomial() ** 2
-    gram = prog.add_sos_constraint(p - t * norm2, basis=z)
-    prog.add_linear_constraint(t, ub=scale)
-    prog.add_linear_cost(-t)
-    res = prog.solve(solver=solver)
-    t_star = res.value(t) if res.x is not None and res.status in ("optimal", "optimal_inaccurate") else None
-    if t_star is None or t_star < -1e-7 * scale:
-        why = (f"the SDP is {res.status}" if t_star is None else
-               f"every Gram matrix over the basis has a negative eigenvalue (best minimum eigenvalue {t_star:.3g})")
-        cert = ExactCertificate(False, f"p is not a sum of squares over the basis {z}: {why}", p, z)
-        w = find_negative_point(p)
-        if w is not None:
-            cert.witness = w
-            cert.reason += (f"; p is not nonnegative: p(x) = {w[1]} (~{float(w[1]):.4g}) < 0 at the rational "
-                            f"point x = ({', '.join(str(v) for v in w[0])}), evaluated exactly")
-        else:
-            cert.reason += "; no point with p < 0 was found (p may be nonnegative but not SOS, like Motzkin's)"
-        return cert
-    Q = res.gram(gram) + t_star * np.eye(len(z))
-    cert = check_gram_exact(p, z, Q, denominators)
-    if not cert.success and t_star <= 1e-7 * scale:
-        cert.reason += (f"; the most interior Gram matrix has minimum eigenvalue {t_star:.2e}, i.e. p is on "
-                        "the boundary of the SOS cone, where rounding cannot preserve PSD-ness")
-    return cert

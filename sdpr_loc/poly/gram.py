@@ -10,8 +10,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import scipy.sparse as sp
 
+from .newton import unique_rows
 from .polynomial import Indeterminate, Monomial, Polynomial, Variable
 
 
@@ -40,18 +40,6 @@ def tri_position(off: int, k: int) -> tuple[int, int]:
     return i, i + off
 
 
-@lru_cache(maxsize=64)
-def sym_expand(k: int) -> sp.csr_matrix:
-    """S (k*k, k(k+1)/2): column-major vec of the symmetric matrix from its upper triangle."""
-    iu, ju = triu(k)
-    G = len(iu)
-    cols = np.arange(G)
-    off = iu != ju
-    rows = np.r_[iu + ju * k, ju[off] + iu[off] * k]
-    S = sp.csr_matrix((np.ones(len(rows)), (rows, np.r_[cols, cols[off]])), shape=(k * k, G))
-    return S
-
-
 def upper_to_matrix(v: np.ndarray, k: int) -> np.ndarray:
     """Symmetric (k, k) matrix from its row-major upper triangle."""
     iu, ju = triu(k)
@@ -68,8 +56,8 @@ def pair_monomials(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     E = B[iu] + B[ju]
     if len(E) == 0:
         return np.zeros((0, B.shape[1]), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
-    U, inv = np.unique(E, axis=0, return_inverse=True)
-    return U, inv.reshape(-1), np.where(iu == ju, 1.0, 2.0)
+    U, inv = unique_rows(E)
+    return U, inv, np.where(iu == ju, 1.0, 2.0)
 
 
 class Gram:

@@ -15,13 +15,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
-from sdpr_loc.certify.sdp import solve_quietly
-
-from .newton import encode_rows
+from .newton import row_keys
 from .polynomial import CONST, Indeterminate, Monomial, Polynomial, as_polynomial, exponents_up_to
-from .program import solver_settings
+from .relaxation import SPARSITY, MomentSDP, relaxation_plan
 
 
 def _numeric(p, what: str) -> Polynomial:
@@ -44,7 +41,7 @@ class MomentResult:
     """Solution of one relaxation order.
 
     Attributes:
-        status: cvxpy status ("optimal", "infeasible", "unbounded", ...).
+        status: "optimal", "optimal_inaccurate", "infeasible", "unbounded", ... (cvxpy's names).
         order: relaxation order d.
         lower_bound: optimal value of the relaxation: a lower bound on min f (+inf if the relaxation is
             infeasible, which proves the problem infeasible; -inf if unbounded).
@@ -57,6 +54,8 @@ class MomentResult:
         certified: flat, and every extracted point is feasible and attains ``lower_bound``: the bound is
             the global minimum and ``minimizers`` are global minimisers.
         reason: why not certified ("" when certified).
+        sparsity, cliques, block_sizes: the pattern used (cliques of indeterminates; PSD block sizes).
+            With sparsity, ``moment_matrix`` is None and ``moments`` lists only the moments that occur.
     """
 
     status: str
@@ -75,6 +74,9 @@ class MomentResult:
     reason: str = ""
     build_time: float = 0.0
     solve_time: float = 0.0
+    sparsity: str = "dense"
+    cliques: list = field(default_factory=list, repr=False)
+    block_sizes: list = field(default_factory=list, repr=False)
 
     def moment(self, monomial) -> float:
         """y_a for a monomial of degree <= 2d."""
@@ -137,92 +139,73 @@ class MomentProblem:
 
     # ------------------------------------------------------------------ relaxation
     def solve(self, order: int | None = None, solver: str = "clarabel", rank_tol: float = 1e-5,
-              feas_tol: float = 1e-5, refine: bool = True, verbose: bool = False, **options) -> MomentResult:
+              feas_tol: float = 1e-5, refine: bool = True, verbose: bool = False, sparsity: str = "dense",
+              term_steps: int = 1, extension: str = "block", **options) -> MomentResult:
         """Solve the order-``order`` relaxation (default: the smallest valid one), test flatness and
         extract minimisers.
 
         rank_tol: eigenvalues below rank_tol * largest count as zero in the rank test.
         feas_tol: tolerance (relative) for extracted points to count as feasible and optimal.
         refine: polish extracted points with a local solver before checking them.
+        sparsity: "dense" (one moment matrix over all monomials), "correlative" (one per clique of
+            the chordal interaction graph), "term" (TSSOS blocks), "combined" (term sparsity inside each
+            clique); see ``sparsity.py``. term_steps: term-sparsity iterations (stops early once the
+            blocks stabilise); extension: "block" (connected components, TSSOS default) or "chordal"
+            closure of the term graph.
         Moment SDPs are degenerate at the optimum (many optimal moment vectors), so Clarabel often
         stops at "optimal_inaccurate"; the result is still analysed and certified by checking the
         extracted points against the bound, not by trusting the status.
         """
-        import cvxpy as cp
-
         d = self.min_order if order is None else order
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < self.min_order:
             raise ValueError(f"relaxation order must be an integer >= {self.min_order} for this problem, got {order!r}")
+        if sparsity not in SPARSITY:
+            raise ValueError(f"sparsity must be one of {SPARSITY}, got {sparsity!r}")
+        if isinstance(term_steps, bool) or not isinstance(term_steps, (int, np.integer)) or term_steps < 1:
+            raise ValueError(f"term_steps must be an integer >= 1, got {term_steps!r}")
         d = int(d)
         t0 = time.perf_counter()
-        n = self.n
-        Y = exponents_up_to(n, 2 * d)  # all moments, graded: Y[0] = 0
-        base = np.full(n, 2 * d + 1, dtype=np.int64)
-        ykeys, _ = encode_rows(Y, base)
-        order_k = np.argsort(ykeys)
-        sorted_keys = ykeys[order_k]
-
-        def yidx(E):
-            keys, _ = encode_rows(E, base)
-            pos = np.searchsorted(sorted_keys, keys)
-            return order_k[pos]
-
-        Ny = len(Y)
-        y = cp.Variable(Ny)
-        cons = [y[0] == 1]
-
-        def loc_matrix(p: Polynomial | None, deg_shift: int):
-            B = exponents_up_to(n, d - deg_shift)
-            k = len(B)
-            I, J = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
-            I, J = I.reshape(-1), J.reshape(-1)
-            if p is None:
-                rows, cols, vals = I + J * k, yidx(B[I] + B[J]), np.ones(k * k)
-            else:
-                E, c = _terms(p, self.x)
-                rows = np.concatenate([I + J * k] * len(c))
-                cols = np.concatenate([yidx(B[I] + B[J] + e) for e in E])
-                vals = np.repeat(c, k * k)
-            return sp.csr_matrix((vals, (rows, cols)), shape=(k * k, Ny)), k
-
-        Mmap, k = loc_matrix(None, 0)
-        cons.append(cp.reshape(Mmap @ y, (k, k), order="F") >> 0)
-        for g in self.g:
-            L, kg = loc_matrix(g, math.ceil(g.degree() / 2))
-            cons.append((L @ y) >= 0 if kg == 1 else cp.reshape(L @ y, (kg, kg), order="F") >> 0)
-        for h in self.h:
-            Bh = exponents_up_to(n, 2 * d - h.degree())
-            E, c = _terms(h, self.x)
-            rows = np.tile(np.arange(len(Bh)), len(c))
-            cols = np.concatenate([yidx(Bh + e) for e in E])
-            H = sp.csr_matrix((np.repeat(c, len(Bh)), (rows, cols)), shape=(len(Bh), Ny))
-            cons.append(H @ y == 0)
-        E, c = _terms(self.f, self.x)
-        cost = np.zeros(Ny)
-        if len(c):
-            np.add.at(cost, yidx(E), c)
-        prob = cp.Problem(cp.Minimize(cost @ y), cons)
-        name, opts = solver_settings(solver, options)
+        plan = relaxation_plan(self, d, sparsity, int(term_steps), extension)
+        sdp = MomentSDP(self, plan)
         t1 = time.perf_counter()
-        status, error = solve_quietly(prob, name, verbose, **opts)
-        if error:
-            status = f"solver_error: {error}"
+        if sparsity == "dense":
+            sol = sdp.problem.solve(solver, verbose, **options)
+        else:  # the SOS side, moments from its equality multipliers (see MomentSDP.sos_problem)
+            sol = sdp.sos_problem().solve(solver, verbose, **options)
+            if sol.x is not None:
+                if sol.zero_duals is None or not abs(sol.zero_duals[0]) > 0:
+                    sol.status, sol.x = "solver_error", None
+                    sol.message = "no moments in the solver's multipliers"
+                else:  # the bound is the SOS side's t; the moments come along
+                    sol.x, sol.value = sol.zero_duals / sol.zero_duals[0], -sol.value
+            else:  # the SOS side is the dual: its infeasibility means an unbounded moment problem
+                sol.value = {math.inf: -math.inf, -math.inf: math.inf}.get(sol.value, sol.value)
+                sol.status = {"infeasible": "unbounded", "unbounded": "infeasible"}.get(sol.status, sol.status)
         t2 = time.perf_counter()
-        basis_exps = exponents_up_to(n, d)
+        n = self.n
         uids = [x.uid for x in self.x]
-        res = MomentResult(status=status, order=d, lower_bound=math.nan, indeterminates=self.x,
-                           minimizers=np.zeros((0, n)),
-                           basis=[Monomial(zip(uids, r)) for r in basis_exps.tolist()],
-                           moment_exponents=Y, build_time=t1 - t0, solve_time=t2 - t1)
-        if status not in ("optimal", "optimal_inaccurate") or y.value is None:
-            res.lower_bound = math.inf if "infeasible" in status else (-math.inf if "unbounded" in status else math.nan)
-            res.reason = f"relaxation status {status}"
+        res = MomentResult(status=sol.status, order=d, lower_bound=math.nan, indeterminates=self.x,
+                           minimizers=np.zeros((0, n)), build_time=t1 - t0, solve_time=t2 - t1,
+                           sparsity=sparsity, cliques=[[self.x[i] for i in c] for c in plan.cliques],
+                           block_sizes=[len(b) for b, _, _ in plan.psd])
+        if sol.status == "solver_error":
+            res.status = f"solver_error: {sol.message}"
+        if sol.x is None:
+            res.lower_bound = sol.value
+            res.reason = f"relaxation status {res.status}"
             return res
-        yv = np.asarray(y.value, dtype=np.float64)
-        M = (Mmap @ yv).reshape(k, k, order="F")
-        res.moments, res.moment_matrix = yv, 0.5 * (M + M.T)
-        res.lower_bound = float(cost @ yv)
-        self._analyse(res, rank_tol, feas_tol, refine)
+        yv = sol.x
+        res.lower_bound = float(sdp.problem.c @ yv) if sparsity == "dense" else float(sol.value)
+        if sparsity == "dense":
+            Y = exponents_up_to(n, 2 * d)  # all moments, graded: Y[0] = 0
+            basis_exps = exponents_up_to(n, d)
+            res.basis = [Monomial(zip(uids, r)) for r in basis_exps.tolist()]
+            res.moment_exponents, res.moments = Y, yv[sdp.columns(Y)]
+            res.moment_matrix = sdp.matrix(yv, basis_exps)
+            self._analyse(res, rank_tol, feas_tol, refine)
+        else:
+            res.moment_exponents, res.moments = sdp.exponents, yv
+            self._analyse_sparse(res, sdp, yv, plan, rank_tol, feas_tol, refine)
         return res
 
     # ------------------------------------------------------------------ flatness and extraction
@@ -290,6 +273,79 @@ class MomentProblem:
                 res.reason = f"extracted point {x} has f = {fx:.8g}, not the bound {res.lower_bound:.8g}"
                 return
         res.certified = True
+
+    def _analyse_sparse(self, res: MomentResult, sdp, y: np.ndarray, plan, rank_tol: float, feas_tol: float,
+                        refine: bool) -> None:
+        """Minimisers from a sparse relaxation: atoms of each clique's flat moment matrix, glued along
+        the running-intersection order; without full clique matrices (term sparsity), the first-order
+        moments. Certified when the point is feasible and attains the bound."""
+        n, d, dv = self.n, res.order, self.dv
+        x = np.full(n, np.nan)
+        why = ""
+        for l, c in enumerate(plan.cliques):
+            idx = plan.full[l]
+            if idx is None:
+                why = why or f"clique {l} has term-sparse blocks (no full moment matrix)"
+                break
+            B = plan.psd[idx][0]
+            M = sdp.matrix(y, B)
+            sizes = [math.comb(len(c) + s, s) for s in range(d + 1)]
+            ev_max = max(np.linalg.eigvalsh(M)[-1], 1e-300)
+            ranks = [int((np.linalg.eigvalsh(M[:sz, :sz]) > rank_tol * ev_max).sum()) for sz in sizes]
+            flat = next((s for s in range(d, dv - 1, -1) if ranks[s] == ranks[s - dv]), None)
+            if flat is None:
+                why = why or f"clique {l}: rank condition fails (ranks {ranks})"
+                break
+            try:
+                atoms = extract_minimizers(M[:sizes[flat], :sizes[flat]], exponents_up_to(len(c), flat),
+                                           ranks[flat], rank_tol)
+            except ValueError as exc:
+                why = why or f"clique {l}: extraction failed: {exc}"
+                break
+            known = ~np.isnan(x[c])
+            pick = atoms[np.argmin(np.abs(atoms[:, known] - x[c][known]).sum(1))] if known.any() else atoms[0]
+            x[c] = np.where(known, x[c], pick)
+        if np.isnan(x).any():  # fall back to the first-order moments
+            x = self._first_moments(sdp, y)
+            if x is None:
+                res.reason = why or "first-order moments missing"
+                return
+        res.flat = not why
+        if refine:
+            x = self._refine(x, feas_tol)
+        res.minimizers = x[None]
+        fx = self.f.evaluate(x, self.x)
+        viol = max([0.0] + [-g.evaluate(x, self.x) for g in self.g] + [abs(h.evaluate(x, self.x)) for h in self.h])
+        if viol > feas_tol * (1 + np.abs(x).max()):
+            res.reason = f"extracted point violates the constraints by {viol:.2e}" + (f" ({why})" if why else "")
+        elif abs(fx - res.lower_bound) > feas_tol * (1.0 + abs(res.lower_bound)):
+            res.reason = (f"extracted point has f = {fx:.8g}, not the bound {res.lower_bound:.8g}"
+                          + (f" ({why})" if why else ""))
+        else:
+            res.certified = True
+
+    def _first_moments(self, sdp, y: np.ndarray) -> np.ndarray | None:
+        """x_i = y_{e_i}; where term sparsity left y_{e_i} out (f even in x_i), +-sqrt(y_{2 e_i}) with
+        the sign that lowers f, one coordinate at a time. None when neither moment exists."""
+        n = self.n
+        have = {k.tobytes(): j for j, k in enumerate(row_keys(sdp.exponents))}
+        x = np.zeros(n)
+        missing = []
+        for i, (k1, k2) in enumerate(zip(row_keys(np.eye(n, dtype=np.int64)),
+                                         row_keys(2 * np.eye(n, dtype=np.int64)))):
+            if k1.tobytes() in have:
+                x[i] = y[have[k1.tobytes()]]
+            elif k2.tobytes() in have:
+                x[i] = math.sqrt(max(y[have[k2.tobytes()]], 0.0))
+                missing.append(i)
+            else:
+                return None
+        for i in missing:
+            alt = x.copy()
+            alt[i] = -alt[i]
+            if self.f.evaluate(alt, self.x) < self.f.evaluate(x, self.x):
+                x = alt
+        return x
 
     # ------------------------------------------------------------------ hand-off to certify/
     def to_qcqp(self, redundant: Sequence[bool] | None = None):

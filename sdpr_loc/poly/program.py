@@ -1,11 +1,12 @@
-"""Program: sum-of-squares programs stated with polynomials, solved through cvxpy.
+"""Program: sum-of-squares programs stated with polynomials, solved by Clarabel or SCS directly.
 
 The verbs follow Drake's MathematicalProgram (new_indeterminates, new_continuous_variables,
 new_free_polynomial, new_sos_polynomial, add_sos_constraint, add_equality_between_polynomials, linear
 costs and constraints) so the tutorials translate line by line. Every scalar decision variable -
 user variables, free-polynomial coefficients and Gram-matrix entries - is one column of a single
-cvxpy vector; all constraints are accumulated as sparse triplets and handed to cvxpy at ``solve()``
-as one sparse equality block, so building scales with the number of nonzeros, not Python objects.
+vector; all constraints are accumulated as sparse triplets and handed to the solver at ``solve()``
+(``conic.ConicProblem``, no modelling layer), so building scales with the number of nonzeros, not
+Python objects, and tiny programs cost about a millisecond.
 """
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from sdpr_loc.certify.sdp import solve_quietly
-
-from .gram import Gram, pair_monomials, sym_expand, tri_position, upper_to_matrix
-from .newton import newton_half_basis
+from .conic import SOLVERS, ConicProblem
+from .decompose import sos_decomposition
+from .exact import check_gram_exact
+from .gram import Gram, pair_monomials, tri_position, upper_to_matrix
+from .newton import newton_half_basis, unique_rows
 from .polynomial import (CONST, Comparison, Indeterminate, Monomial, Polynomial, Variable, _is_number,
                          allocate_variables, as_monomial, as_polynomial, exponents_up_to)
-
-SOLVERS = ("clarabel", "scs")
+from .relaxation import plan_blocks
 
 
 def _names(name, n: int, what: str) -> list[str]:
@@ -56,18 +57,6 @@ def _indeterminate_list(vars_, what: str) -> list[Indeterminate]:
     if len({x.uid for x in xs}) != len(xs):
         raise ValueError(f"{what}: indeterminates must be distinct")
     return xs
-
-
-def solver_settings(solver: str, options: dict) -> tuple[str, dict]:
-    """cvxpy solver name and options; SCS gets tighter tolerances than its 1e-4 defaults."""
-    import cvxpy as cp
-
-    s = str(solver).lower()
-    if s == "clarabel":
-        return cp.CLARABEL, dict(options)
-    if s == "scs":
-        return cp.SCS, {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 100000, **options}
-    raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
 
 
 class Program:
@@ -150,14 +139,24 @@ class Program:
         return p, gram
 
     # ------------------------------------------------------------------ constraints
-    def add_sos_constraint(self, p, basis: Sequence | None = None, newton: bool = True) -> Gram:
+    def add_sos_constraint(self, p, basis: Sequence | None = None, newton: bool = True,
+                           sparsity: str = "dense", term_steps: int = 1, extension: str = "block",
+                           margin: float = 0.0):
         """Constrain p to be a sum of squares: p = z^T Q z, Q PSD; returns the Gram matrix Q.
 
         z is the Newton-polytope basis of p (half of conv(support), diagonally pruned) unless ``basis``
         (a list of monomials) is given or ``newton=False`` (all monomials up to deg(p) / 2).
+        ``sparsity`` "correlative" / "term" / "combined" (see ``sparsity.py``) writes p as a sum of
+        smaller SOS blocks, p = sum_k z_k^T Q_k z_k, and returns the list of their Gram matrices.
+        ``margin`` > 0 asks for Q_k - margin I PSD (strictly inside the cone, so that rounding the
+        solution keeps it PSD); the returned Gram matrices are then Q_k - margin I.
         """
+        if not (isinstance(margin, (int, float, np.floating)) and math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
         p = self._poly(p, "add_sos_constraint")
         xs = p.indeterminates()
+        if sparsity != "dense":
+            return self._add_sparse_sos(p, xs, sparsity, term_steps, extension, float(margin))
         if basis is not None:
             monos = [as_monomial(m) for m in basis]
             uids = sorted({u for m in monos for u, _ in m.powers} | {x.uid for x in xs})
@@ -175,8 +174,20 @@ class Program:
                     raise ValueError(f"a polynomial of odd degree {d} cannot be SOS unless it is 0")
                 B = exponents_up_to(len(xs), d // 2)
         gram = self._new_gram(B, xs, p)
-        self._match(gram, p)
+        self._match([gram], p, float(margin))
         return gram
+
+    def _add_sparse_sos(self, p: Polynomial, xs: list, sparsity: str, term_steps: int, extension: str,
+                        margin: float) -> list[Gram]:
+        d = p.degree()
+        if d % 2:
+            raise ValueError(f"a polynomial of odd degree {d} cannot be SOS unless it is 0")
+        uids = [x.uid for x in xs]
+        S = _exps(list(p._t), uids)
+        plan = plan_blocks(len(xs), (S, np.ones(len(S))), [], [], d // 2, sparsity, term_steps, extension, prune=True)
+        grams = [self._new_gram(B, xs, p) for B, _, _ in plan.psd]
+        self._match(grams, p, margin)
+        return grams
 
     def add_equality_between_polynomials(self, p1, p2) -> None:
         """Coefficient-wise equality p1 = p2 (as polynomials in the indeterminates)."""
@@ -228,51 +239,40 @@ class Program:
 
     # ------------------------------------------------------------------ solve
     def solve(self, solver: str = "clarabel", verbose: bool = False, **options) -> "Result":
-        """Solve with cvxpy (Clarabel default, ``solver="scs"`` selectable); options go to the solver."""
-        import cvxpy as cp
+        """Solve with Clarabel (default) or SCS (``solver="scs"``); options are the solver's settings.
 
-        name, opts = solver_settings(solver, options)
+        The conic problem goes to the solver directly (``conic.ConicProblem``): the constraints are
+        already sparse matrices, so a modelling layer would only add its fixed cost."""
         t0 = time.perf_counter()
         N = self._ncols
         if N == 0:
             raise ValueError("the program has no decision variables (add variables or SOS constraints first)")
-        x = cp.Variable(N)
-        cons = []
+        if str(solver).lower() not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+        prob = ConicProblem(N, c0=self._cost_const)
         if self._n_eq:
-            A, b = self._stack(self._eq, self._n_eq)
-            cons.append(A @ x == b[0])
+            prob.add_zero(tuple(np.concatenate([blk[i] for blk in self._eq]) for i in range(3)),
+                          np.concatenate([blk[3] for blk in self._eq]))
         if self._n_in:
             A, (lb, ub) = self._stack(self._ineq, self._n_in)
             lo, hi = np.isfinite(lb), np.isfinite(ub)
             if lo.any():
-                cons.append(A[lo] @ x >= lb[lo])
+                prob.add_nonneg(A[lo], lb[lo])
             if hi.any():
-                cons.append(A[hi] @ x <= ub[hi])
+                prob.add_nonneg(-A[hi], -ub[hi])
         for g in self._grams:
-            k = g.size
-            if k == 1:
-                cons.append(x[g.col0] >= 0)
-            elif k > 1:
-                seg = x[g.col0:g.col0 + g.n_entries]
-                cons.append(cp.reshape(sym_expand(k) @ seg, (k, k), order="F") >> 0)
+            m = g.n_entries
+            if m:
+                prob.add_psd((np.arange(m), g.col0 + np.arange(m), np.ones(m)), np.zeros(m), g.size)
+        c = np.zeros(N)
         if self._cost:
-            cols = np.fromiter(self._cost.keys(), dtype=np.int64)
-            c = np.zeros(N)
-            c[cols] = np.fromiter(self._cost.values(), dtype=np.float64)
-            obj = cp.Minimize(c @ x + self._cost_const)
-        else:
-            obj = cp.Minimize(self._cost_const)
-        prob = cp.Problem(obj, cons)
+            c[np.fromiter(self._cost.keys(), dtype=np.int64)] = np.fromiter(self._cost.values(), dtype=np.float64)
+        prob.c = c
         t1 = time.perf_counter()
-        status, message = solve_quietly(prob, name, verbose, **opts)
+        sol = prob.solve(solver, verbose, **options)
         t2 = time.perf_counter()
-        stats = prob.solver_stats if status != "solver_error" else None
-        iters = getattr(stats, "num_iters", None) if stats is not None else None
-        xv = None if x.value is None else np.asarray(x.value, dtype=np.float64)
-        value = prob.value if status in ("optimal", "optimal_inaccurate") else (
-            -math.inf if "unbounded" in status else math.inf if "infeasible" in status else math.nan)
-        return Result(self, status=status, optimal_cost=float(value), x=xv, solver=str(solver).lower(),
-                      build_time=t1 - t0, solve_time=t2 - t1, message=message, iterations=iters)
+        return Result(self, status=sol.status, optimal_cost=float(sol.value), x=sol.x, solver=str(solver).lower(),
+                      build_time=t1 - t0, solve_time=t2 - t1, message=sol.message, iterations=sol.iterations)
 
     # ------------------------------------------------------------------ internals
     def _register(self, start_uid: int, n: int) -> int:
@@ -309,27 +309,35 @@ class Program:
         self._grams.append(g)
         return g
 
-    def _match(self, gram: Gram, p: Polynomial) -> None:
-        """Rows: z^T Q z - p = 0, coefficient by coefficient, assembled with numpy."""
-        uids = [x.uid for x in gram.indeterminates]
+    def _match(self, grams: list[Gram], p: Polynomial, margin: float = 0.0) -> None:
+        """Rows: sum_k z_k^T (Q_k + margin I) z_k - p = 0, coefficient by coefficient, assembled with
+        numpy. All Gram matrices share p's indeterminates (the first one's order)."""
+        uids = [x.uid for x in grams[0].indeterminates]
         monos = list(p._t)
         P = _exps(monos, uids)
-        U, rows_g, mult = pair_monomials(gram.exps)
-        allE = np.vstack([U, P]) if len(P) else U
+        pairs = [pair_monomials(g.exps) for g in grams]
+        allE = np.vstack([U for U, _, _ in pairs] + ([P] if len(P) else []))
         if len(allE) == 0:
             return
-        _, inv = np.unique(allE, axis=0, return_inverse=True)
-        inv = inv.reshape(-1)
+        _, inv = unique_rows(allE)
         n_rows = int(inv.max()) + 1
-        rg = inv[:len(U)][rows_g]
-        r, c, v, const = self._affine_rows([p._t[m] for m in monos])
-        rp = inv[len(U):]
+        rows, cols, vals, off = [], [], [], 0
         rhs = np.zeros(n_rows)
+        for g, (U, rows_g, mult) in zip(grams, pairs):
+            rows.append(inv[off:off + len(U)][rows_g])
+            if margin:
+                np.add.at(rhs, rows[-1][mult == 1.0], -margin)
+            cols.append(g.col0 + np.arange(g.n_entries))
+            vals.append(mult)
+            off += len(U)
+        r, c, v, const = self._affine_rows([p._t[m] for m in monos])
+        rp = inv[off:]
         np.add.at(rhs, rp, const)
-        rows = np.r_[rg, rp[r]] if len(r) else rg
-        cols = np.r_[gram.col0 + np.arange(gram.n_entries), c]
-        vals = np.r_[mult, -v]
-        self._add_eq(rows, cols, vals, rhs, n_rows)
+        if len(r):
+            rows.append(rp[r])
+            cols.append(c)
+            vals.append(-v)
+        self._add_eq(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), rhs, n_rows)
 
     def _affine_rows(self, coefs: list[dict]):
         """Triplets (row, col, value) and the constant of each affine coefficient dictionary."""
@@ -352,12 +360,11 @@ class Program:
         self._n_eq += n_rows
 
     def _stack(self, blocks, n_rows):
+        """The inequality blocks as one sparse matrix and their (lb, ub)."""
         rows = np.concatenate([b[0] for b in blocks])
         cols = np.concatenate([b[1] for b in blocks])
         vals = np.concatenate([b[2] for b in blocks])
         A = sp.csr_matrix((vals, (rows, cols)), shape=(n_rows, self._ncols))
-        if blocks is self._eq:
-            return A, (np.concatenate([b[3] for b in blocks]),)
         return A, (np.concatenate([b[3] for b in blocks]), np.concatenate([b[4] for b in blocks]))
 
     def _poly(self, p, what: str) -> Polynomial:
@@ -386,9 +393,9 @@ class Program:
 class Result:
     """Outcome of ``Program.solve``: status, optimal cost, values of variables, polynomials and Grams.
 
-    ``status`` is cvxpy's ("optimal", "optimal_inaccurate", "infeasible", "unbounded", ...) or
+    ``status`` uses cvxpy's names ("optimal", "optimal_inaccurate", "infeasible", "unbounded", "user_limit") or
     "solver_error" (see ``message``). ``optimal_cost`` is +inf when infeasible, -inf when unbounded.
-    ``build_time``: assembling the cvxpy problem; ``solve_time``: cvxpy compilation + solver.
+    ``build_time``: assembling the conic problem; ``solve_time``: the solver call.
     """
 
     program: Program = field(repr=False)
@@ -447,8 +454,6 @@ class Result:
 
     def decompose(self, g: Gram | int, method: str = "ldl", tol: float = 1e-9):
         """p = sum_i w_i q_i(x)^2 from the solved Gram matrix (see ``decompose.sos_decomposition``)."""
-        from .decompose import sos_decomposition
-
         g = self._gram(g)
         return sos_decomposition(self.gram(g), g.basis, method=method, tol=tol)
 
@@ -458,8 +463,6 @@ class Result:
         Decision variables in the constrained polynomial are replaced by their (binary-exact) float
         values, so the statement proved is about that concrete polynomial.
         """
-        from .exact import check_gram_exact
-
         g = self._gram(g)
         if g.constrained is None:
             raise ValueError("this Gram matrix does not certify a polynomial")
