@@ -177,16 +177,17 @@ class Tracker:
         return TrackResult(stamp_ns=stamp_ns, level=level, reason=reason, keypoints=n, **kw)
 
     # ----- pose prior -----
-    def _predict(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Constant-velocity prediction T_parent_camera and its (6, 6) error covariance (left
-        perturbation in the camera frame), or None without a trusted pose to start from, or
-        without a velocity for a later frame (a zero-velocity guess would pull the search, and
-        with it the pose, towards no motion)."""
+    def _predict(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Constant-velocity prediction ``(T_parent_camera, cov)``: ``cov`` (6, 6) is the error
+        covariance of the prediction (left perturbation in the camera frame), or None when there
+        is no velocity yet for a later frame: the pose is then only good for choosing nearby
+        keyframes, not for windows (a zero-velocity guess would pull the search, and with it the
+        pose, towards no motion). None without a trusted pose to start from (relocalize)."""
         if self.last_T is None or self.lost > self.config.max_lost:
             return None
         dt = 0.0 if self.last_stamp is None else max((stamp_ns - self.last_stamp) * 1e-9, 0.0)
         if self.velocity is None and dt > 1e-3:
-            return None
+            return self.last_T, None
         T = self.last_T if self.velocity is None else self.last_T @ se3_exp_np(self.velocity * dt)
         dt = max(dt, 0.02)
         st = self.config.prior_sigma_mps * dt
@@ -194,7 +195,7 @@ class Tracker:
         return T, np.diag([st * st] * 3 + [sr * sr] * 3)
 
     def _prior(self, pred, kf: Keyframe) -> PosePrior | None:
-        if pred is None or not self.config.guided:
+        if pred is None or pred[1] is None or not self.config.guided:
             return None
         cfg = self.config
         return PosePrior(np.linalg.inv(pred[0]) @ kf.T, pred[1], cfg.search_sigmas, cfg.search_min_px,
@@ -272,8 +273,8 @@ class Tracker:
             order = self.map.candidates(frame.keypoints, k=cfg.map_candidates)
         lost = self.lost
         best = self._best_candidate(frame, order, pred, stamp_ns)
-        if pred is not None and cfg.guided and not isinstance(frame, KeypointFrame) and (
-                best is None or not best.trusted):
+        guided = pred is not None and pred[1] is not None and cfg.guided and not isinstance(frame, KeypointFrame)
+        if guided and (best is None or not best.trusted):
             again = self._best_candidate(frame, order, None, stamp_ns)
             if again is not None and (best is None or (again.trusted, again.inliers) > (best.trusted, best.inliers)):
                 best = again
