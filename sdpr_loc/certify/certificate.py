@@ -200,6 +200,19 @@ def polish(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, lam: Tensor, steps: int =
     return x, lam
 
 
+def certificate_checks(violation, min_eig, margin, residual, tol: float, min_margin: float | None) -> list:
+    """The conditions of a certificate, in the order their reasons are reported: (failed, message, value).
+
+    Works elementwise on torch tensors ``(B,)`` or numpy values, so every path applies the same rules.
+    """
+    return [
+        (violation > 1e3 * tol, "x infeasible (constraint violation {:.1e})", violation),
+        (min_eig < -tol, "H not PSD (min eigenvalue {:.1e})", min_eig),
+        (residual > 1e2 * tol, "not stationary (|Hx|/|x| = {:.1e})", residual),
+        (margin < (tol if min_margin is None else min_margin), "minimiser not unique (margin {:.1e})", margin),
+    ]
+
+
 def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None,
             lam: Tensor | None = None, method: str = "local", refine: bool = True,
             min_margin: float | None = None) -> Certificate:
@@ -230,14 +243,8 @@ def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None
     xnorm = x.norm(dim=-1).clamp_min(1e-30)
     residual = (H @ x.unsqueeze(-1)).squeeze(-1).norm(dim=-1) / xnorm
     gap = torch.einsum("bi,bij,bj->b", x, H, x) / xnorm**2
-    feas_tol = 1e3 * tol
-    checks = [
-        (violation > feas_tol, "x infeasible (constraint violation {:.1e})", violation),
-        (ev[:, 0] < -tol, "H not PSD (min eigenvalue {:.1e})", ev[:, 0]),
-        (residual > 1e2 * tol, "not stationary (|Hx|/|x| = {:.1e})", residual),
-        ((ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0]) < (tol if min_margin is None else min_margin),
-         "minimiser not unique (margin {:.1e})", ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0]),
-    ]
+    checks = certificate_checks(violation, ev[:, 0], ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0], residual,
+                                tol, min_margin)
     certified = torch.ones(B, dtype=torch.bool, device=x.device)
     reason = [""] * B
     for bad, msg, val in checks:

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+import numpy as np
+
 from sdpr_loc.certify import QCQP, Certificate, SDPRLayer
+from sdpr_loc.certify.certificate import default_tol
+from sdpr_loc.certify.single import TemplateArrays, certify_one
+
+from . import registration_single as one
 
 from .se3 import hat, so3_exp
 from .so3_qcqp import so3_constraints
@@ -226,6 +232,10 @@ def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: T
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     weights, inv_cov = _check_inputs(src, trg, weights, inv_cov)
+    if method == "certified" and _single_path_applies(src, trg, weights, inv_cov, init):
+        reg = _register_one(src, trg, weights, inv_cov, init)
+        if reg is not None:
+            return reg
     W = weights[..., None, None] * inv_cov
     B = src.shape[0]
     degenerate = _degenerate_reason(src, W)
@@ -273,6 +283,58 @@ def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: T
     e = trg - (src @ R.transpose(1, 2) + t.unsqueeze(1))
     cost = torch.einsum("bni,bnij,bnj->b", e, W, e)
     return Registration(R=R, t=t, certificate=cert, cost=cost)
+
+
+def _single_path_applies(*tensors) -> bool:
+    """One float64 CPU problem without gradients: the numpy/LAPACK path (``registration_single``)."""
+    src = tensors[0]
+    return (src.shape[0] == 1 and src.dtype == torch.float64 and src.device.type == "cpu"
+            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)))
+
+
+def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
+                  init: Tensor | None) -> Registration | None:
+    """``register(method="certified")`` for B = 1 in numpy; None (take the batched path) unless the first
+    local solution is certified (restarts, SDP fallback and reasons for failures stay in one place)."""
+    s, tg, w = src[0].numpy(), trg[0].numpy(), weights[0].numpy()
+    W = w[:, None, None] * inv_cov[0].numpy()
+    if one.degenerate_one(s, W):
+        return None
+    wc = np.einsum("nii->n", W)
+    wsum = max(float(wc.sum()), np.finfo(np.float64).tiny)
+    cs, ct = (wc @ s) / wsum, (wc @ tg) / wsum
+    s0, t0 = s - cs, tg - ct
+    if init is not None:
+        if not isinstance(init, torch.Tensor) or init.shape != (1, 4, 4):
+            raise ValueError(f"init must have shape (B, 4, 4) = {(1, 4, 4)}")
+        T0 = init[0].detach().double().numpy()
+        R0, tr0 = T0[:3, :3], T0[:3, 3] + T0[:3, :3] @ cs - ct  # centred frame
+    else:
+        R0, tr0 = one.weighted_svd_one(s0, t0, wc)
+    Q = one.cost_matrix_one(s0, t0, W)
+    scale = max(float(np.linalg.norm(Q)), np.finfo(np.float64).tiny)
+    Qs = Q / scale
+    x = one.gauss_newton_one(Qs, R0, tr0)
+    layer = _layer(True, "clarabel", "mask")
+    cert = certify_one(Qs, x, _template_arrays(layer.qcqp), default_tol(torch.float64), layer.min_margin)
+    if cert is None or not cert.certified:
+        return None
+    R = x[1:10].reshape(3, 3, order="F")
+    t = x[10:] + ct - R @ cs
+    e = tg - (s @ R.T + t)
+    cost = np.einsum("ni,nij,nj->", e, W, e)
+    return Registration(R=torch.from_numpy(R.copy()).unsqueeze(0), t=torch.from_numpy(t).unsqueeze(0),
+                        certificate=cert.to_certificate(), cost=torch.tensor([cost], dtype=torch.float64))
+
+
+_TEMPLATES: dict[int, TemplateArrays] = {}
+
+
+def _template_arrays(q: QCQP) -> TemplateArrays:
+    """The registration template in numpy (built once)."""
+    if id(q) not in _TEMPLATES:
+        _TEMPLATES[id(q)] = TemplateArrays.of(q.A, q.b)
+    return _TEMPLATES[id(q)]
 
 
 def _no_certificate(B: int, like: Tensor, why: str) -> Certificate:
