@@ -109,7 +109,12 @@ def least_squares_multipliers(Q: Tensor, A: Tensor, x: Tensor) -> tuple[Tensor, 
     The basis spans the null space of G^T (redundant constraints): its columns are zero where the
     direction is not free, so items with different redundancy share one batched tensor.
     """
-    G = stationarity_rows(A, x)
+    return _multipliers(Q, stationarity_rows(A, x), x)[:2]
+
+
+def _multipliers(Q: Tensor, G: Tensor, x: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """``least_squares_multipliers`` from G, plus the eigenpairs (e (B, n), V (B, n, n)) of G^T G that the
+    SVD G^T = U S Vh gives for free (e = S^2, V = U): the KKT backward needs them again."""
     rhs = -(Q @ x.unsqueeze(-1)).squeeze(-1)
     rcond = 1e-9 if x.dtype == torch.float64 else 1e-5
     U, S, Vh = torch.linalg.svd(G.transpose(-1, -2), full_matrices=True)  # G^T = U S Vh
@@ -120,7 +125,10 @@ def least_squares_multipliers(Q: Tensor, A: Tensor, x: Tensor) -> tuple[Tensor, 
     lam = torch.einsum("bmk,bk,bnk,bn->bm", V[..., :r], Sinv, U[..., :r], rhs)
     free = torch.ones(x.shape[0], V.shape[-1], dtype=torch.bool, device=x.device)
     free[:, :r] = ~keep
-    return lam, V * free.unsqueeze(-2).to(x.dtype)
+    e = S * S
+    if r < U.shape[-1]:  # fewer constraints than variables: the remaining directions have e = 0
+        e = torch.cat([e, e.new_zeros(*e.shape[:-1], U.shape[-1] - r)], -1)
+    return lam, V * free.unsqueeze(-2).to(x.dtype), (e, U)
 
 
 def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tensor, tol: float = 0.0,
@@ -216,21 +224,32 @@ def certificate_checks(violation, min_eig, margin, residual, tol: float, min_mar
 def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None,
             lam: Tensor | None = None, method: str = "local", refine: bool = True,
             min_margin: float | None = None) -> Certificate:
+    """Certificate for candidate solutions ``x (B, n)``; see :func:`certify_with_tangent`."""
+    return certify_with_tangent(Q, A, b, x, tol, lam, method, refine, min_margin)[0]
+
+
+def certify_with_tangent(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None,
+                         lam: Tensor | None = None, method: str = "local", refine: bool = True,
+                         min_margin: float | None = None) -> tuple[Certificate, tuple[Tensor, Tensor] | None]:
     """Certificate for candidate solutions ``x (B, n)`` of min x^T Q x s.t. x^T A_i x = b_i.
 
     ``Q (B, n, n)`` should be scaled to unit norm (``tol`` is in those units); ``A (B, m, n, n)``.
     When ``lam`` is given (e.g. SDP duals) it is used as is, otherwise least-squares multipliers.
     ``min_margin`` (default ``tol``): a smaller second eigenvalue of H means the minimiser is not
     unique (e.g. degenerate data), so x is not certified as THE solution and has no gradient.
+    Also returns the eigenpairs (e (B, n), V (B, n, n)) of G^T G found on the way (None when ``lam`` is
+    given): their ~0 eigenvalues span the tangent space that the KKT backward works in.
     """
     tol = default_tol(x.dtype) if tol is None else tol
     x = x.detach()
     Q, A = Q.detach(), A.detach()
     B = x.shape[0]
-    violation = (torch.einsum("bi,bkij,bj->bk", x, A, x) - b).abs().amax(-1)
+    G = stationarity_rows(A, x)
+    violation = ((G @ x.unsqueeze(-1)).squeeze(-1) - b).abs().amax(-1)  # x^T A_i x = (A_i x)^T x
     given = lam is not None
+    tangent = None
     if not given:
-        lam, basis = least_squares_multipliers(Q, A, x)
+        lam, basis, tangent = _multipliers(Q, G, x)
     H = lagrangian(Q, A, lam)
     ev = torch.linalg.eigvalsh(H)
     bad = (ev[:, 0] < -tol).nonzero().flatten()
@@ -255,4 +274,4 @@ def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None
     return Certificate(certified=certified, min_eig=ev[:, 0], margin=margin, gap=gap,
                        rank_ratio=torch.full((B,), float("nan"), dtype=x.dtype, device=x.device),
                        multipliers=lam, method=[method] * B, residual=residual,
-                       violation=violation, reason=reason)
+                       violation=violation, reason=reason), tangent

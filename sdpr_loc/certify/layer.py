@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from .certificate import Certificate, certify, default_tol, lagrangian, stationarity_rows
+from .certificate import Certificate, certify_with_tangent, default_tol, lagrangian, stationarity_rows
 from .qcqp import QCQP
 from .sdp import SDPRelaxation, solve_and_certify
 
@@ -19,16 +19,17 @@ LocalSolver = Callable[[Tensor, Tensor, Tensor], Tensor]
 POLICIES = ("mask", "raise", "sdp")
 
 
-def kkt_adjoint(H: Tensor, G: Tensor, g: Tensor, rel_tol: float,
-                need_v: bool = True) -> tuple[Tensor, Tensor | None]:
+def kkt_adjoint(H: Tensor, G: Tensor, g: Tensor, rel_tol: float, need_v: bool = True,
+                eig: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
     """Solve [[H, G^T], [G, 0]] [u; v] = [g; 0] for a batch, tolerating dependent rows of G.
 
     u lives in the null space N of G (the tangent space of the feasible set), found from the
     eigenvectors of G^T G: u = N (N^T H N)^-1 N^T g. v (needed only for gradients w.r.t. constraint
     matrices) is the min-norm solution of G^T v = g - H u, i.e. v = G (G^T G)^+ (g - H u).
+    ``eig``: the eigenpairs (e (B, n), V (B, n, n)) of G^T G, any order, when the forward has them.
     """
-    e, V = torch.linalg.eigh(G.transpose(-1, -2) @ G)  # zero eigenvalues span the tangent space
-    tangent = e <= rel_tol * e[..., -1:].clamp_min(torch.finfo(e.dtype).tiny)
+    e, V = torch.linalg.eigh(G.transpose(-1, -2) @ G) if eig is None else eig  # e ~ 0: tangent space
+    tangent = e <= rel_tol * e.amax(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
     t = tangent.to(H.dtype)
     Ht = V.transpose(-1, -2) @ H @ V
     Ht = Ht * t.unsqueeze(-1) * t.unsqueeze(-2) + torch.diag_embed(1.0 - t)
@@ -46,25 +47,25 @@ class _KKTFunction(torch.autograd.Function):
     """x = argmin as a function of Q and the constraint matrices; gradients by the KKT adjoint."""
 
     @staticmethod
-    def forward(ctx, x, lam, mask, Q, A):
-        ctx.save_for_backward(x, lam, mask, Q, A)
+    def forward(ctx, x, lam, mask, Q, A, e, V):
+        ctx.save_for_backward(x, lam, mask, Q, A, e, V)
         return x.clone()
 
     @staticmethod
     def backward(ctx, grad_x):
-        x, lam, mask, Q, A = ctx.saved_tensors
+        x, lam, mask, Q, A, e, V = ctx.saved_tensors
         H = lagrangian(Q, A, lam)
         G = stationarity_rows(A, x)
         rel_tol = 1e-12 if x.dtype == torch.float64 else 1e-6  # on squared singular values
         need_A = ctx.needs_input_grad[4]
-        u, v = kkt_adjoint(H, G, grad_x * mask.unsqueeze(-1).to(x.dtype), rel_tol, need_v=need_A)
+        u, v = kkt_adjoint(H, G, grad_x * mask.unsqueeze(-1).to(x.dtype), rel_tol, need_v=need_A, eig=(e, V))
         ux = u.unsqueeze(-1) * x.unsqueeze(-2)
         dQ = -0.5 * (ux + ux.transpose(-1, -2))
         dA = None
         if need_A:
             xx = x.unsqueeze(-1) * x.unsqueeze(-2)
             dA = lam[..., None, None] * dQ.unsqueeze(1) - 0.5 * v[..., None, None] * xx.unsqueeze(1)
-        return None, None, None, dQ, dA
+        return None, None, None, dQ, dA, None, None
 
 
 class SDPRLayer(torch.nn.Module):
@@ -113,8 +114,9 @@ class SDPRLayer(torch.nn.Module):
                                         self.solver_options)
         return self._relax
 
-    def _restart(self, Qs: Tensor, A: Tensor, b: Tensor, x: Tensor, cert: Certificate, tol: float) -> Tensor:
-        """Replace uncertified items by the best certified restart candidate (in place on cert)."""
+    def _restart(self, Qs: Tensor, A: Tensor, b: Tensor, x: Tensor, cert: Certificate, tol: float,
+                 eig: tuple[Tensor, Tensor]) -> Tensor:
+        """Replace uncertified items by the best certified restart candidate (in place on cert and eig)."""
         todo = (~cert.certified).nonzero().flatten()
         if not len(todo):
             return x
@@ -122,7 +124,7 @@ class SDPRLayer(torch.nn.Module):
         T, K, n = cand.shape
         flat = cand.reshape(T * K, n)
         rep = lambda M: M.repeat_interleave(K, 0)  # noqa: E731
-        c2 = certify(rep(Qs[todo]), rep(A[todo]), b, flat, tol=tol, min_margin=self.min_margin)
+        c2, eig2 = certify_with_tangent(rep(Qs[todo]), rep(A[todo]), b, flat, tol=tol, min_margin=self.min_margin)
         cost = torch.einsum("bi,bij,bj->b", flat, rep(Qs[todo]), flat)
         cost = torch.where(c2.certified, cost, torch.full_like(cost, float("inf"))).view(T, K)
         best = cost.argmin(-1)
@@ -131,7 +133,22 @@ class SDPRLayer(torch.nn.Module):
         x = x.clone()
         x[todo[won]] = flat[pick]
         cert.update(todo[won], c2.select(pick))
+        for mine, theirs in zip(eig, eig2):
+            mine[todo[won]] = theirs[pick]
         return x
+
+    @staticmethod
+    def _tangent(A: Tensor, x: Tensor, eig: tuple[Tensor, Tensor] | None, redo: Tensor) -> tuple[Tensor, Tensor]:
+        """Eigenpairs of G^T G at the returned x for the backward: the certificate's, recomputed for ``redo``."""
+        if eig is None or len(redo) == x.shape[0]:
+            G = stationarity_rows(A, x)
+            return torch.linalg.eigh(G.transpose(-1, -2) @ G)
+        e, V = eig
+        if len(redo):
+            G = stationarity_rows(A[redo], x[redo])
+            e, V = e.clone(), V.clone()
+            e[redo], V[redo] = torch.linalg.eigh(G.transpose(-1, -2) @ G)
+        return e, V
 
     def forward(self, Q: Tensor, *A_params: Tensor, **local_kwargs) -> tuple[Tensor, Certificate]:
         Q = self.qcqp.check_cost(Q)
@@ -141,14 +158,16 @@ class SDPRLayer(torch.nn.Module):
         scale = Q.detach().flatten(1).norm(dim=-1).clamp_min(torch.finfo(Q.dtype).tiny)
         Qs = Q.detach() / scale.view(-1, 1, 1)
         Ad = A.detach()
-        x = cert = None
+        x = cert = eig = None
+        sdp_items = torch.arange(B, device=Q.device)  # items whose x came from the SDP (no eigenpairs yet)
         if self.local_solver is not None:
             x = self.local_solver(Qs, Ad, b, **local_kwargs).detach()
             if x.shape != (B, self.qcqp.n):
                 raise ValueError(f"local_solver returned shape {tuple(x.shape)}, expected {(B, self.qcqp.n)}")
-            cert = certify(Qs, Ad, b, x, tol=tol, min_margin=self.min_margin)
+            sdp_items = sdp_items[:0]
+            cert, eig = certify_with_tangent(Qs, Ad, b, x, tol=tol, min_margin=self.min_margin)
             if self.restarts is not None:
-                x = self._restart(Qs, Ad, b, x, cert, tol)
+                x = self._restart(Qs, Ad, b, x, cert, tol, eig)
         todo = (torch.arange(B, device=Q.device) if cert is None
                 else (~cert.certified).nonzero().flatten())
         if len(todo) and (self.use_sdp or cert is None):
@@ -161,6 +180,7 @@ class SDPRLayer(torch.nn.Module):
                 use = cert_sdp.certified | ~torch.isfinite(x[todo]).all(-1)
                 x = x.clone()
                 x[todo[use]] = x_sdp[use]
+                sdp_items = todo[use]
                 cert.update(todo[use], cert_sdp.select(use.nonzero().flatten()))
                 keep = (~use).nonzero().flatten()
                 for i in todo[keep].tolist():
@@ -172,5 +192,6 @@ class SDPRLayer(torch.nn.Module):
         mask = cert.certified if self.uncertified != "sdp" else torch.ones_like(cert.certified)
         lam = cert.multipliers * scale.unsqueeze(-1)  # multipliers of the unscaled cost
         if Q.requires_grad or A.requires_grad:
-            x = _KKTFunction.apply(x, lam.detach(), mask, Q, A)
+            e, V = self._tangent(Ad, x, eig, sdp_items)
+            x = _KKTFunction.apply(x, lam.detach(), mask, Q, A, e, V)
         return x, cert
