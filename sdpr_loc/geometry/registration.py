@@ -136,6 +136,10 @@ def pose_from_x(x: Tensor) -> tuple[Tensor, Tensor]:
 # ------------------------------------------------------------------------------------------------
 # baselines and the local solver
 # ------------------------------------------------------------------------------------------------
+# (9, 27): vec(R) @ it = d vec(R) / d phi for R <- exp(phi^) R; (3, 9): w @ it = hat(w) flattened.
+_ROTATION_MAPS = (torch.from_numpy(one.ROTATION_JACOBIAN.T.copy()), hat(torch.eye(3, dtype=torch.float64)).reshape(3, 9))
+
+
 def _project_so3(M: Tensor) -> Tensor:
     U, _, Vh = torch.linalg.svd(M)
     d = torch.det(U @ Vh)
@@ -156,22 +160,24 @@ def weighted_svd(src: Tensor, trg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
 def gauss_newton(Q: Tensor, R: Tensor, t: Tensor, iters: int = 30, tol: float = 1e-13) -> Tensor:
     """Minimise x^T Q x over SE(3) from (R, t) by Gauss-Newton with R <- exp(phi^) R, t <- t + d.
 
-    Works from Q alone, so it serves any quadratic pose cost (matrix weights included).
+    Works from Q alone, so it serves any quadratic pose cost (matrix weights included). No gradients
+    flow through it (the KKT backward differentiates the optimum), so x and J are updated in place and
+    the exponential is torch's matrix_exp: a few ops per iteration, whatever the batch.
     """
     B = Q.shape[0]
-    eye = torch.eye(3, dtype=Q.dtype, device=Q.device).expand(B, 3, 3)
+    jac, hat9 = (M.to(Q.dtype).to(Q.device) for M in _ROTATION_MAPS)
+    J = Q.new_zeros(B, 13, 6)
+    J[:, 10:, 3:] = torch.eye(3, dtype=Q.dtype, device=Q.device)
+    reg = 1e-14 * torch.eye(6, dtype=Q.dtype, device=Q.device)
+    x = Q.new_ones(B, 13)
     for _ in range(iters):
-        x = x_from_pose(R, t)
-        # d vec(R) / d phi for R <- (I + phi^) R: column c changes by phi x r_c = -[r_c]x phi
-        Jr = -hat(R.transpose(1, 2)).reshape(B, 9, 3)
-        J = Q.new_zeros(B, 13, 6)
-        J[:, 1:10, :3] = Jr
-        J[:, 10:, 3:] = eye
-        Hn = J.transpose(1, 2) @ Q @ J
-        g = J.transpose(1, 2) @ (Q @ x.unsqueeze(-1))
-        step = -torch.linalg.solve(Hn + 1e-14 * torch.eye(6, dtype=Q.dtype, device=Q.device), g).squeeze(-1)
-        R = so3_exp(step[:, :3]) @ R
-        t = t + step[:, 3:]
+        x[:, 1:10] = R.transpose(1, 2).reshape(B, 9)
+        x[:, 10:] = t
+        J[:, 1:10, :3] = (x[:, 1:10] @ jac).view(B, 9, 3)  # d vec(R) / d phi: -[r_c]x blocks
+        QJ = Q @ J
+        step = torch.linalg.solve(J.transpose(1, 2) @ QJ + reg, QJ.transpose(1, 2) @ x.unsqueeze(-1)).squeeze(-1)
+        R = torch.linalg.matrix_exp(-(step[:, :3] @ hat9).view(B, 3, 3)) @ R  # the GN step is -step
+        t = t - step[:, 3:]
         if float(step.abs().max()) < tol:
             break
     return x_from_pose(_project_so3(R), t)

@@ -25,7 +25,7 @@ def _vec_to_jacobian() -> np.ndarray:
     return (-hat(basis).reshape(9, 27)).T.numpy().copy()
 
 
-_L = _vec_to_jacobian()
+ROTATION_JACOBIAN = _vec_to_jacobian()
 _EYE3 = np.eye(3)
 
 
@@ -95,7 +95,7 @@ def gauss_newton_one(Q: np.ndarray, R: np.ndarray, t: np.ndarray, iters: int = 3
     x[0] = 1.0
     for _ in range(iters):
         x[1:10], x[10:] = R.T.ravel(), t
-        J[1:10, :3] = (_L @ x[1:10]).reshape(9, 3)
+        J[1:10, :3] = (ROTATION_JACOBIAN @ x[1:10]).reshape(9, 3)
         QJ = Q @ J
         _, _, step, info = lapack.dgesv(J.T @ QJ + reg, QJ.T @ x)  # LU, as torch.linalg.solve
         if info != 0:  # singular normal equations: stop here, the certificate judges the result
