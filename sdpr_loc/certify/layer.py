@@ -10,7 +10,8 @@ from typing import Callable
 
 import torch
 
-from .certificate import Certificate, certify_with_tangent, default_tol, lagrangian, stationarity_rows
+from .certificate import (Certificate, certify_with_tangent, default_tol, gram_eig, lagrangian, stationarity_rows,
+                          tangent_rtol)
 from .qcqp import QCQP
 from .sdp import SDPRelaxation, solve_and_certify
 
@@ -26,10 +27,10 @@ def kkt_adjoint(H: Tensor, G: Tensor, g: Tensor, rel_tol: float, need_v: bool = 
     u lives in the null space N of G (the tangent space of the feasible set), found from the
     eigenvectors of G^T G: u = N (N^T H N)^-1 N^T g. v (needed only for gradients w.r.t. constraint
     matrices) is the min-norm solution of G^T v = g - H u, i.e. v = G (G^T G)^+ (g - H u).
-    ``eig``: the eigenpairs (e (B, n), V (B, n, n)) of G^T G, any order, when the forward has them.
+    ``eig``: ``gram_eig(G)`` when the forward has it already (the certificate computes it).
     """
-    e, V = torch.linalg.eigh(G.transpose(-1, -2) @ G) if eig is None else eig  # e ~ 0: tangent space
-    tangent = e <= rel_tol * e.amax(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
+    e, V = gram_eig(G) if eig is None else eig  # e ~ 0: tangent space
+    tangent = e <= rel_tol * e[..., -1:].clamp_min(torch.finfo(e.dtype).tiny)
     t = tangent.to(H.dtype)
     Ht = V.transpose(-1, -2) @ H @ V
     Ht = Ht * t.unsqueeze(-1) * t.unsqueeze(-2) + torch.diag_embed(1.0 - t)
@@ -56,7 +57,7 @@ class _KKTFunction(torch.autograd.Function):
         x, lam, mask, Q, A, e, V = ctx.saved_tensors
         H = lagrangian(Q, A, lam)
         G = stationarity_rows(A, x)
-        rel_tol = 1e-12 if x.dtype == torch.float64 else 1e-6  # on squared singular values
+        rel_tol = tangent_rtol(x.dtype)  # on squared singular values
         need_A = ctx.needs_input_grad[4]
         u, v = kkt_adjoint(H, G, grad_x * mask.unsqueeze(-1).to(x.dtype), rel_tol, need_v=need_A, eig=(e, V))
         ux = u.unsqueeze(-1) * x.unsqueeze(-2)
@@ -141,13 +142,11 @@ class SDPRLayer(torch.nn.Module):
     def _tangent(A: Tensor, x: Tensor, eig: tuple[Tensor, Tensor] | None, redo: Tensor) -> tuple[Tensor, Tensor]:
         """Eigenpairs of G^T G at the returned x for the backward: the certificate's, recomputed for ``redo``."""
         if eig is None or len(redo) == x.shape[0]:
-            G = stationarity_rows(A, x)
-            return torch.linalg.eigh(G.transpose(-1, -2) @ G)
+            return gram_eig(stationarity_rows(A, x))
         e, V = eig
         if len(redo):
-            G = stationarity_rows(A[redo], x[redo])
             e, V = e.clone(), V.clone()
-            e[redo], V[redo] = torch.linalg.eigh(G.transpose(-1, -2) @ G)
+            e[redo], V[redo] = gram_eig(stationarity_rows(A[redo], x[redo]))
         return e, V
 
     def forward(self, Q: Tensor, *A_params: Tensor, **local_kwargs) -> tuple[Tensor, Certificate]:

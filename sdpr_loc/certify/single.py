@@ -1,7 +1,7 @@
 """Certificate of ONE candidate in numpy/LAPACK: the batch-1 path of :func:`certify`.
 
 A node certifies one frame at a time; there torch's per-operation overhead costs more than the
-arithmetic (one SVD of the 13 x 22 constraint gradients, one 13 x 13 eigenvalue problem). Same
+arithmetic (two 13 x 13 symmetric eigenvalue problems and a few small products). Same
 formulas, tolerances and reasons (``certificate_checks``) as the batched :func:`certify`. The
 multiplier search that a failed first try triggers there (``refine_multipliers``) is not repeated
 here: ``certify_one`` returns None and the caller takes the batched path, so the verdict is the same.
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.linalg import lapack
 
-from .certificate import Certificate, certificate_checks
+from .certificate import Certificate, certificate_checks, tangent_rtol
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,10 @@ class TemplateArrays:
 
 @dataclass
 class SingleCertificate:
-    """One item's certificate quantities (unit-norm cost units) and the SVD of G^T it used.
+    """One item's certificate quantities (unit-norm cost units) and the eigenpairs of G^T G it used.
 
-    ``U (n, n)``, ``S (min(n, m),)``: G^T = U diag(S) V^T; the columns of U whose S is ~0 span the
-    tangent space of the feasible set at x, which the KKT backward needs again.
+    ``e (n,)``, ``V (n, n)``: as ``gram_eig``; the columns of V whose e is ~0 span the tangent space of
+    the feasible set at x, which the KKT backward needs again.
     """
 
     certified: bool
@@ -54,8 +54,8 @@ class SingleCertificate:
     residual: float
     violation: float
     multipliers: np.ndarray
-    U: np.ndarray
-    S: np.ndarray
+    e: np.ndarray
+    V: np.ndarray
 
     def to_certificate(self, method: str = "local") -> Certificate:
         """The batched ``Certificate`` with B = 1 (float64 tensors on the CPU)."""
@@ -77,12 +77,12 @@ def certify_one(Q: np.ndarray, x: np.ndarray, template: TemplateArrays, tol: flo
     m = template.b.shape[0]
     G = (template.rows @ x).reshape(m, n)
     violation = float(np.abs(G @ x - template.b).max())
-    U, S, Vh, info = lapack.dgesdd(G.T, full_matrices=0)  # G^T = U S Vh, as in least_squares_multipliers
+    e, V, info = lapack.dsyevd(G.T @ G)  # as gram_eig: ascending eigenpairs of G^T G
     if info != 0:
         return None
-    keep = S > 1e-9 * max(S[0], np.finfo(S.dtype).tiny)
-    Sinv = np.where(keep, 1.0 / np.maximum(S, np.finfo(S.dtype).tiny), 0.0)
-    lam = Vh.T @ (Sinv * (U.T @ -(Q @ x)))  # min-norm solution of sum_i l_i A_i x = -Q x
+    keep = e > tangent_rtol(torch.float64) * max(e[-1], np.finfo(e.dtype).tiny)
+    einv = np.where(keep, 1.0 / np.maximum(e, np.finfo(e.dtype).tiny), 0.0)
+    lam = G @ (V @ (einv * (V.T @ -(Q @ x))))  # min-norm solution of sum_i l_i A_i x = -Q x
     H = Q + (lam @ template.lin).reshape(n, n)
     ev, _, info = lapack.dsyevd(H, compute_v=0)
     if info != 0 or ev[0] < -tol:
@@ -98,4 +98,4 @@ def certify_one(Q: np.ndarray, x: np.ndarray, template: TemplateArrays, tol: flo
             reason = msg.format(val)
             break
     return SingleCertificate(certified=not reason, reason=reason, min_eig=float(ev[0]), margin=margin,
-                             gap=gap, residual=residual, violation=violation, multipliers=lam, U=U, S=S)
+                             gap=gap, residual=residual, violation=violation, multipliers=lam, e=e, V=V)
