@@ -20,7 +20,7 @@ from sdpr_loc.certify.single import TemplateArrays, certify_one
 
 from . import registration_single as one
 
-from .se3 import hat, so3_exp
+from .se3 import hat
 from .so3_qcqp import so3_constraints
 
 Tensor = torch.Tensor
@@ -157,15 +157,25 @@ def weighted_svd(src: Tensor, trg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return R, ct - (R @ cs.unsqueeze(-1)).squeeze(-1)
 
 
+def cayley(w: Tensor) -> Tensor:
+    """Rotation (B, 3, 3) of the Cayley map of w (B, 3): I + (K + K^2 / 2) / (1 + |w|^2 / 4), K = hat(w).
+
+    Equals exp(hat(w)) up to O(|w|^3): the retraction of Gauss-Newton, without trigonometry.
+    """
+    K = (w @ _ROTATION_MAPS[1].to(w.dtype).to(w.device)).view(-1, 3, 3)
+    c = 1.0 / (1.0 + 0.25 * (w * w).sum(-1)).view(-1, 1, 1)
+    return torch.eye(3, dtype=w.dtype, device=w.device) + c * (K + 0.5 * (K @ K))
+
+
 def gauss_newton(Q: Tensor, R: Tensor, t: Tensor, iters: int = 30, tol: float = 1e-13) -> Tensor:
-    """Minimise x^T Q x over SE(3) from (R, t) by Gauss-Newton with R <- exp(phi^) R, t <- t + d.
+    """Minimise x^T Q x over SE(3) from (R, t) by Gauss-Newton with R <- cayley(phi) R, t <- t + d.
 
     Works from Q alone, so it serves any quadratic pose cost (matrix weights included). No gradients
-    flow through it (the KKT backward differentiates the optimum), so x and J are updated in place and
-    the exponential is torch's matrix_exp: a few ops per iteration, whatever the batch.
+    flow through it (the KKT backward differentiates the optimum), so x and J are updated in place:
+    a dozen ops per iteration, whatever the batch.
     """
     B = Q.shape[0]
-    jac, hat9 = (M.to(Q.dtype).to(Q.device) for M in _ROTATION_MAPS)
+    jac = _ROTATION_MAPS[0].to(Q.dtype).to(Q.device)
     J = Q.new_zeros(B, 13, 6)
     J[:, 10:, 3:] = torch.eye(3, dtype=Q.dtype, device=Q.device)
     reg = 1e-14 * torch.eye(6, dtype=Q.dtype, device=Q.device)
@@ -176,7 +186,7 @@ def gauss_newton(Q: Tensor, R: Tensor, t: Tensor, iters: int = 30, tol: float = 
         J[:, 1:10, :3] = (x[:, 1:10] @ jac).view(B, 9, 3)  # d vec(R) / d phi: -[r_c]x blocks
         QJ = Q @ J
         step = torch.linalg.solve(J.transpose(1, 2) @ QJ + reg, QJ.transpose(1, 2) @ x.unsqueeze(-1)).squeeze(-1)
-        R = torch.linalg.matrix_exp(-(step[:, :3] @ hat9).view(B, 3, 3)) @ R  # the GN step is -step
+        R = cayley(-step[:, :3]) @ R  # the GN step is -step
         t = t - step[:, 3:]
         if float(step.abs().max()) < tol:
             break

@@ -8,8 +8,6 @@ land on the same optimum (tests compare them).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from scipy.linalg import lapack
@@ -65,20 +63,11 @@ def weighted_svd_one(src: np.ndarray, trg: np.ndarray, w: np.ndarray) -> tuple[n
     return R, ct - R @ cs
 
 
-def so3_exp_one(w: np.ndarray) -> np.ndarray:
-    """Rodrigues, I + a K + b K^2 = (1 - b th^2) I + a K + b w w^T, with the series of ``se3`` at small angles."""
+def cayley_one(w: np.ndarray) -> np.ndarray:
+    """Rotation of the Cayley map of w (3,), as ``registration.cayley``."""
     w0, w1, w2 = w.tolist()
-    th2 = w0 * w0 + w1 * w1 + w2 * w2
-    if th2 < 1e-2:
-        a = 1.0 + th2 * (-1 / 6 + th2 * (1 / 120 + th2 * (-1 / 5040 + th2 / 362880)))
-        b = 0.5 + th2 * (-1 / 24 + th2 * (1 / 720 + th2 * (-1 / 40320 + th2 / 3628800)))
-    else:
-        th = math.sqrt(th2)
-        a, b = math.sin(th) / th, (1.0 - math.cos(th)) / th2
-    c = 1.0 - b * th2
-    return np.array([[c + b * w0 * w0, b * w0 * w1 - a * w2, b * w0 * w2 + a * w1],
-                     [b * w0 * w1 + a * w2, c + b * w1 * w1, b * w1 * w2 - a * w0],
-                     [b * w0 * w2 - a * w1, b * w1 * w2 + a * w0, c + b * w2 * w2]])
+    K = np.array([[0.0, -w2, w1], [w2, 0.0, -w0], [-w1, w0, 0.0]])
+    return _EYE3 + (K + 0.5 * (K @ K)) / (1.0 + 0.25 * (w0 * w0 + w1 * w1 + w2 * w2))
 
 
 def x_from_pose_one(R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -87,7 +76,7 @@ def x_from_pose_one(R: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def gauss_newton_one(Q: np.ndarray, R: np.ndarray, t: np.ndarray, iters: int = 30,
                      tol: float = 1e-13) -> np.ndarray:
-    """Minimise x^T Q x over SE(3) from (R, t), as ``gauss_newton`` (R <- exp(phi^) R, t <- t + d): x (13,)."""
+    """Minimise x^T Q x over SE(3) from (R, t), as ``gauss_newton`` (R <- cayley(phi) R, t <- t + d): x (13,)."""
     J = np.zeros((13, 6))
     J[10:, 3:] = _EYE3
     reg = 1e-14 * np.eye(6)
@@ -100,7 +89,7 @@ def gauss_newton_one(Q: np.ndarray, R: np.ndarray, t: np.ndarray, iters: int = 3
         _, _, step, info = lapack.dgesv(J.T @ QJ + reg, QJ.T @ x)  # LU, as torch.linalg.solve
         if info != 0:  # singular normal equations: stop here, the certificate judges the result
             break
-        R = so3_exp_one(-step[:3]) @ R
+        R = cayley_one(-step[:3]) @ R
         t = t - step[3:]
         if np.abs(step).max() < tol:
             break
