@@ -110,11 +110,11 @@ def test_numpy_building_blocks_match_the_torch_ones():
     assert np.abs(x_np - x_t).max() < 1e-11
     w3 = np.array([0.3, -1.2, 0.7])
     for v in (w3, 1e-3 * w3, 1e-9 * w3):
-        C = one.cayley_one(v)
+        C = one.cayley_one(*v.tolist())
         assert np.abs(C - reg.cayley(torch.from_numpy(v)[None])[0].numpy()).max() < 1e-15
         assert np.abs(C.T @ C - np.eye(3)).max() < 1e-15 and abs(np.linalg.det(C) - 1) < 1e-15
     # the Cayley map is exp(hat(w)) up to third order in |w|
     from sdpr_loc.geometry.se3 import so3_exp
     for v in (1e-2 * w3, 1e-3 * w3):
-        err = np.abs(one.cayley_one(v) - so3_exp(torch.from_numpy(v)).numpy()).max()
+        err = np.abs(one.cayley_one(*v.tolist()) - so3_exp(torch.from_numpy(v)).numpy()).max()
         assert err < 0.1 * np.linalg.norm(v) ** 3

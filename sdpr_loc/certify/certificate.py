@@ -278,12 +278,15 @@ def certify_with_tangent(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float 
     gap = torch.einsum("bi,bij,bj->b", x, H, x) / xnorm**2
     checks = certificate_checks(violation, ev[:, 0], ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0], residual,
                                 tol, min_margin)
-    certified = torch.ones(B, dtype=torch.bool, device=x.device)
+    failed = torch.stack([bad for bad, _, _ in checks])  # (4, B)
+    certified = ~failed.any(0)
     reason = [""] * B
-    for bad, msg, val in checks:
-        for i in (bad & certified).nonzero().flatten().tolist():
-            reason[i] = msg.format(float(val[i]))
-        certified &= ~bad
+    if not bool(certified.all()):  # reasons: the first failed check of each item
+        done = torch.zeros_like(certified)
+        for bad, msg, val in checks:
+            for i in (bad & ~done).nonzero().flatten().tolist():
+                reason[i] = msg.format(float(val[i]))
+            done |= bad
     margin = ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0]
     return Certificate(certified=certified, min_eig=ev[:, 0], margin=margin, gap=gap,
                        rank_ratio=torch.full((B,), float("nan"), dtype=x.dtype, device=x.device),

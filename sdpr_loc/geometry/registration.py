@@ -75,11 +75,22 @@ def _check_inputs(src, trg, weights, inv_cov):
     elif inv_cov.shape != (B, N, 3, 3):
         raise ValueError(f"inv_cov must have shape (B, N, 3, 3) = {(B, N, 3, 3)}, got {tuple(inv_cov.shape)}")
     for name, v in (("src", src), ("trg", trg), ("weights", weights), ("inv_cov", inv_cov)):
-        if not torch.isfinite(v).all():
+        if not _all_finite(v):
             raise ValueError(f"{name} contains NaN or inf")
-    if (weights < 0).any():
+    wa = _cpu_array(weights)
+    if bool((wa < 0).any() if wa is not None else (weights < 0).any()):
         raise ValueError("weights must be >= 0")
     return weights.to(src.dtype), inv_cov.to(src.dtype)
+
+
+def _cpu_array(v: Tensor) -> np.ndarray | None:
+    """The numpy view of a float CPU tensor (value checks there cost a fraction of torch's per-op overhead)."""
+    return v.detach().numpy() if v.device.type == "cpu" and v.dtype in (torch.float64, torch.float32) else None
+
+
+def _all_finite(v: Tensor) -> bool:
+    a = _cpu_array(v)
+    return bool(np.isfinite(a).all()) if a is not None else bool(torch.isfinite(v).all())
 
 
 def _degenerate_reason(src: Tensor, W: Tensor) -> list[str]:

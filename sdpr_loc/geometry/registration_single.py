@@ -25,22 +25,27 @@ def _vec_to_jacobian() -> np.ndarray:
 
 ROTATION_JACOBIAN = _vec_to_jacobian()
 _EYE3 = np.eye(3)
+_UPPER = np.triu(np.ones((13, 13), dtype=bool))
 
 
 def cost_matrix_one(src: np.ndarray, trg: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """Q (13, 13) with x^T Q x = sum_i e_i^T W_i e_i for x = [1, vec(R), t] (one item of ``cost_matrix``).
+    """Q (13, 13) with x^T Q x = sum_i e_i^T W_i e_i for x = [1, vec(R), t]: ``cost_matrix`` for one item.
 
-    e_i = D_i x with D_i = [trg_i, -(src_i^T kron I3), -I3] (3 x 13); Q = sum_i D_i^T W_i D_i as one
-    (13 x 3N) @ (3N x 13) product.
+    Same blocks (sums over points of trg W trg, src_c W trg, src_c src_d W, src_c W, W), each one matrix
+    product over the N points; upper triangle mirrored, as there.
     """
     N = src.shape[0]
-    D = np.zeros((N, 3, 13))
-    D[:, :, 0] = trg
-    for c in range(3):
-        D[:, :, 1 + 3 * c:4 + 3 * c] = -src[:, c, None, None] * _EYE3
-    D[:, :, 10:] = -_EYE3
-    Q = D.reshape(3 * N, 13).T @ (W @ D).reshape(3 * N, 13)
-    return 0.5 * (Q + Q.T)
+    W9 = W.reshape(N, 9)
+    Wt = np.einsum("nij,nj->ni", W, trg)  # W_i trg_i
+    Q = np.zeros((13, 13))
+    Q[0, 0] = trg.ravel() @ Wt.ravel()
+    Q[0, 1:10] = -(src.T @ Wt).ravel()  # vec index 3c + r
+    Q[0, 10:] = -Wt.sum(0)
+    SWS = ((src[:, :, None] * src[:, None, :]).reshape(N, 9).T @ W9).reshape(3, 3, 3, 3)  # [c, d, r, s]
+    Q[1:10, 1:10] = SWS.transpose(0, 2, 1, 3).reshape(9, 9)
+    Q[1:10, 10:] = (src.T @ W9).reshape(9, 3)
+    Q[10:, 10:] = W9.sum(0).reshape(3, 3)
+    return np.where(_UPPER, Q, Q.T)
 
 
 def project_so3_one(M: np.ndarray) -> np.ndarray:
@@ -49,7 +54,8 @@ def project_so3_one(M: np.ndarray) -> np.ndarray:
     if info != 0:
         raise np.linalg.LinAlgError(f"SVD of a 3x3 matrix did not converge (info {info})")
     R = U @ Vh
-    if np.linalg.det(R) < 0:
+    (a, b, c), (d, e, f), (g, h, i) = R.tolist()
+    if a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g) < 0:  # det(R) = -1: a reflection
         U[:, 2] = -U[:, 2]
         R = U @ Vh
     return R
@@ -63,9 +69,8 @@ def weighted_svd_one(src: np.ndarray, trg: np.ndarray, w: np.ndarray) -> tuple[n
     return R, ct - R @ cs
 
 
-def cayley_one(w: np.ndarray) -> np.ndarray:
-    """Rotation of the Cayley map of w (3,), as ``registration.cayley``."""
-    w0, w1, w2 = w.tolist()
+def cayley_one(w0: float, w1: float, w2: float) -> np.ndarray:
+    """Rotation of the Cayley map of w = (w0, w1, w2), as ``registration.cayley``."""
     K = np.array([[0.0, -w2, w1], [w2, 0.0, -w0], [-w1, w0, 0.0]])
     return _EYE3 + (K + 0.5 * (K @ K)) / (1.0 + 0.25 * (w0 * w0 + w1 * w1 + w2 * w2))
 
@@ -89,9 +94,10 @@ def gauss_newton_one(Q: np.ndarray, R: np.ndarray, t: np.ndarray, iters: int = 3
         _, _, step, info = lapack.dgesv(J.T @ QJ + reg, QJ.T @ x)  # LU, as torch.linalg.solve
         if info != 0:  # singular normal equations: stop here, the certificate judges the result
             break
-        R = cayley_one(-step[:3]) @ R
+        s = step.tolist()
+        R = cayley_one(-s[0], -s[1], -s[2]) @ R
         t = t - step[3:]
-        if np.abs(step).max() < tol:
+        if max(map(abs, s)) < tol:
             break
     return x_from_pose_one(project_so3_one(R), t)
 
