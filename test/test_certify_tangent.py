@@ -45,3 +45,28 @@ def test_gram_eig_spans_the_tangent_space_of_so3():
     # those directions keep every constraint to first order: G v = 0
     G = stationarity_rows(A, x)[0]
     assert (G @ V[0][:, zero[0]]).abs().max() < 1e-12
+
+
+def test_layer_single_problem_path_equals_batched(monkeypatch):
+    """B = 1 certifies in numpy (certify_one): same certificate, pose and gradient as in a batch."""
+    import sdpr_loc.certify.layer as layer_module
+
+    answers = []
+    real = layer_module.certify_one
+    monkeypatch.setattr(layer_module, "certify_one", lambda *a, **k: answers.append(real(*a, **k)) or answers[-1])
+    a, b = wahba_instance(3, 15, 0.05, seed=3)
+    Q0 = wahba_cost(a, b)
+    layer = SDPRLayer(wahba_qcqp(), local_solver=kabsch_solver)
+    Qb = Q0.clone().requires_grad_(True)
+    xb, cb = layer(Qb)
+    xb[:, 1:].sum().backward()
+    for k in range(3):
+        Q1 = Q0[k:k + 1].clone().requires_grad_(True)
+        x1, c1 = layer(Q1)
+        x1[:, 1:].sum().backward()
+        assert torch.allclose(x1, xb[k:k + 1], rtol=0, atol=1e-12)
+        assert bool(c1.certified[0]) and c1.reason == [""] and cb.reason[k] == ""
+        for f in ("min_eig", "margin", "gap", "residual", "violation", "multipliers"):
+            assert torch.allclose(getattr(c1, f)[0], getattr(cb, f)[k], rtol=0, atol=1e-12), f
+        assert torch.allclose(Q1.grad[0], Qb.grad[k], rtol=1e-9, atol=1e-12)
+    assert len(answers) == 3 and all(r is not None for r in answers)  # the numpy path ran each time

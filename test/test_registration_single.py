@@ -67,7 +67,7 @@ def test_certify_one_matches_certify_or_defers_to_it():
     inst = stereo_instance(2, 60, 0.5, seed=2)
     layer = reg._layer(True, "clarabel", "mask")
     q = layer.qcqp
-    arrays = reg._template_arrays(q)
+    arrays = layer.template_arrays
     src, trg = inst.src[:1], inst.trg[:1]
     W = inst.weights[:1, :, None, None] * inst.inv_cov[:1]
     Q = reg.cost_matrix(src - src.mean(1, keepdim=True), trg - trg.mean(1, keepdim=True), W)

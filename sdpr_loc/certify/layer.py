@@ -14,6 +14,7 @@ from .certificate import (Certificate, certify_with_tangent, default_tol, gram_e
                           tangent_rtol)
 from .qcqp import QCQP
 from .sdp import SDPRelaxation, solve_and_certify
+from .single import TemplateArrays, certify_one
 
 Tensor = torch.Tensor
 LocalSolver = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -102,6 +103,7 @@ class SDPRLayer(torch.nn.Module):
         self.uncertified, self.use_sdp = uncertified, use_sdp
         self.solver, self.solver_options = solver, solver_options
         self._relax: SDPRelaxation | None = None
+        self._arrays: TemplateArrays | None = None
         if solver not in ("clarabel", "scs", "mosek"):
             raise ValueError(f"unknown SDP solver {solver!r}; choose clarabel, scs or mosek")
 
@@ -114,6 +116,22 @@ class SDPRLayer(torch.nn.Module):
             self._relax = SDPRelaxation(q.n, b, q.A.double().numpy(), q.n_params, self.solver,
                                         self.solver_options)
         return self._relax
+
+    @property
+    def template_arrays(self) -> TemplateArrays:
+        """The constraint template in numpy, for single-problem certificates (built once)."""
+        if self._arrays is None:
+            self._arrays = TemplateArrays.of(self.qcqp.A, self.qcqp.b)
+        return self._arrays
+
+    def _certify(self, Qs: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float):
+        """``certify_with_tangent``; one float64 CPU problem goes through numpy (``certify_one``), which
+        hands back to the batched function whenever that one would search the multipliers."""
+        if x.shape[0] == 1 and x.dtype == torch.float64 and x.device.type == "cpu" and A.shape[1] == self.qcqp.m:
+            one = certify_one(Qs[0].numpy(), x[0].numpy(), self.template_arrays, tol, self.min_margin)
+            if one is not None:
+                return one.to_certificate(), (torch.from_numpy(one.e)[None], torch.from_numpy(one.V)[None])
+        return certify_with_tangent(Qs, A, b, x, tol=tol, min_margin=self.min_margin)
 
     def _restart(self, Qs: Tensor, A: Tensor, b: Tensor, x: Tensor, cert: Certificate, tol: float,
                  eig: tuple[Tensor, Tensor]) -> Tensor:
@@ -164,7 +182,7 @@ class SDPRLayer(torch.nn.Module):
             if x.shape != (B, self.qcqp.n):
                 raise ValueError(f"local_solver returned shape {tuple(x.shape)}, expected {(B, self.qcqp.n)}")
             sdp_items = sdp_items[:0]
-            cert, eig = certify_with_tangent(Qs, Ad, b, x, tol=tol, min_margin=self.min_margin)
+            cert, eig = self._certify(Qs, Ad, b, x, tol)
             if self.restarts is not None:
                 x = self._restart(Qs, Ad, b, x, cert, tol, eig)
         todo = (torch.arange(B, device=Q.device) if cert is None

@@ -16,7 +16,7 @@ import numpy as np
 
 from sdpr_loc.certify import QCQP, Certificate, SDPRLayer
 from sdpr_loc.certify.certificate import default_tol
-from sdpr_loc.certify.single import TemplateArrays, certify_one
+from sdpr_loc.certify.single import certify_one
 
 from . import registration_single as one
 
@@ -343,7 +343,7 @@ def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
     Qs = Q / scale
     x = one.gauss_newton_one(Qs, R0, tr0)
     layer = _layer(True, "clarabel", "mask")
-    cert = certify_one(Qs, x, _template_arrays(layer.qcqp), default_tol(torch.float64), layer.min_margin)
+    cert = certify_one(Qs, x, layer.template_arrays, default_tol(torch.float64), layer.min_margin)
     if cert is None or not cert.certified:
         return None
     R = x[1:10].reshape(3, 3, order="F")
@@ -352,16 +352,6 @@ def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
     cost = np.einsum("ni,nij,nj->", e, W, e)
     return Registration(R=torch.from_numpy(R.copy()).unsqueeze(0), t=torch.from_numpy(t).unsqueeze(0),
                         certificate=cert.to_certificate(), cost=torch.tensor([cost], dtype=torch.float64))
-
-
-_TEMPLATES: dict[int, TemplateArrays] = {}
-
-
-def _template_arrays(q: QCQP) -> TemplateArrays:
-    """The registration template in numpy (built once)."""
-    if id(q) not in _TEMPLATES:
-        _TEMPLATES[id(q)] = TemplateArrays.of(q.A, q.b)
-    return _TEMPLATES[id(q)]
 
 
 def _no_certificate(B: int, like: Tensor, why: str) -> Certificate:
