@@ -178,29 +178,40 @@ def cayley(w: Tensor) -> Tensor:
     return torch.eye(3, dtype=w.dtype, device=w.device) + c * (K + 0.5 * (K @ K))
 
 
-def gauss_newton(Q: Tensor, R: Tensor, t: Tensor, iters: int = 30, tol: float = 1e-13) -> Tensor:
+def gauss_newton(Q: Tensor, R: Tensor, t: Tensor, iters: int = 30, tol: float = 1e-13,
+                 newton_below: float = 0.05) -> Tensor:
     """Minimise x^T Q x over SE(3) from (R, t) by Gauss-Newton with R <- cayley(phi) R, t <- t + d.
 
-    Works from Q alone, so it serves any quadratic pose cost (matrix weights included). No gradients
-    flow through it (the KKT backward differentiates the optimum), so x and J are updated in place:
-    a dozen ops per iteration, whatever the batch.
+    Once every step is below ``newton_below`` (near a minimum) the rotation block gets the curvature of
+    the retraction too, sym(P) - tr(P) I with P = R G^T, G = (Q x)_R (a full Newton step: quadratic
+    instead of linear convergence, 4 iterations instead of 6-7). Works from Q alone, so it serves any
+    quadratic pose cost. No gradients flow through it (the KKT backward differentiates the optimum), so
+    x and J are updated in place.
     """
     B = Q.shape[0]
     jac = _ROTATION_MAPS[0].to(Q.dtype).to(Q.device)
+    eye3 = torch.eye(3, dtype=Q.dtype, device=Q.device)
     J = Q.new_zeros(B, 13, 6)
-    J[:, 10:, 3:] = torch.eye(3, dtype=Q.dtype, device=Q.device)
+    J[:, 10:, 3:] = eye3
     reg = 1e-14 * torch.eye(6, dtype=Q.dtype, device=Q.device)
     x = Q.new_ones(B, 13)
+    newton = False
     for _ in range(iters):
         x[:, 1:10] = R.transpose(1, 2).reshape(B, 9)
         x[:, 10:] = t
         J[:, 1:10, :3] = (x[:, 1:10] @ jac).view(B, 9, 3)  # d vec(R) / d phi: -[r_c]x blocks
-        QJ = Q @ J
-        step = torch.linalg.solve(J.transpose(1, 2) @ QJ + reg, QJ.transpose(1, 2) @ x.unsqueeze(-1)).squeeze(-1)
-        R = cayley(-step[:, :3]) @ R  # the GN step is -step
+        Qx = Q @ x.unsqueeze(-1)
+        Hn = J.transpose(1, 2) @ (Q @ J) + reg
+        if newton:
+            P = R @ Qx[:, 1:10].view(B, 3, 3)  # R G^T
+            Hn[:, :3, :3] += 0.5 * (P + P.transpose(1, 2)) - P.diagonal(dim1=1, dim2=2).sum(-1).view(B, 1, 1) * eye3
+        step = torch.linalg.solve(Hn, J.transpose(1, 2) @ Qx).squeeze(-1)
+        R = cayley(-step[:, :3]) @ R  # the step is -step
         t = t - step[:, 3:]
-        if float(step.abs().max()) < tol:
+        size = float(step.abs().max())
+        if size < tol:
             break
+        newton = size < newton_below
     return x_from_pose(_project_so3(R), t)
 
 

@@ -79,26 +79,33 @@ def x_from_pose_one(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.concatenate([[1.0], R.ravel(order="F"), t])
 
 
-def gauss_newton_one(Q: np.ndarray, R: np.ndarray, t: np.ndarray, iters: int = 30,
-                     tol: float = 1e-13) -> np.ndarray:
-    """Minimise x^T Q x over SE(3) from (R, t), as ``gauss_newton`` (R <- cayley(phi) R, t <- t + d): x (13,)."""
+def gauss_newton_one(Q: np.ndarray, R: np.ndarray, t: np.ndarray, iters: int = 30, tol: float = 1e-13,
+                     newton_below: float = 0.05) -> np.ndarray:
+    """Minimise x^T Q x over SE(3) from (R, t), as ``gauss_newton`` (same steps and switch to Newton): x (13,)."""
     J = np.zeros((13, 6))
     J[10:, 3:] = _EYE3
     reg = 1e-14 * np.eye(6)
     x = np.empty(13)
     x[0] = 1.0
+    newton = False
     for _ in range(iters):
         x[1:10], x[10:] = R.T.ravel(), t
         J[1:10, :3] = (ROTATION_JACOBIAN @ x[1:10]).reshape(9, 3)
-        QJ = Q @ J
-        _, _, step, info = lapack.dgesv(J.T @ QJ + reg, QJ.T @ x)  # LU, as torch.linalg.solve
+        Qx = Q @ x
+        Hn = J.T @ (Q @ J) + reg
+        if newton:
+            P = R @ Qx[1:10].reshape(3, 3)  # R G^T
+            Hn[:3, :3] += 0.5 * (P + P.T) - np.trace(P) * _EYE3
+        _, _, step, info = lapack.dgesv(Hn, J.T @ Qx)  # LU, as torch.linalg.solve
         if info != 0:  # singular normal equations: stop here, the certificate judges the result
             break
         s = step.tolist()
         R = cayley_one(-s[0], -s[1], -s[2]) @ R
         t = t - step[3:]
-        if max(map(abs, s)) < tol:
+        size = max(map(abs, s))
+        if size < tol:
             break
+        newton = size < newton_below
     return x_from_pose_one(project_so3_one(R), t)
 
 
