@@ -327,7 +327,7 @@ def _single_path_applies(*tensors) -> bool:
     """One float64 CPU problem without gradients: the numpy/LAPACK path (``registration_single``)."""
     src = tensors[0]
     return (src.shape[0] == 1 and src.dtype == torch.float64 and src.device.type == "cpu"
-            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)))
+            and not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)))
 
 
 def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
