@@ -60,6 +60,10 @@ def test_single_path_with_gradients_matches_the_no_grad_result():
     out.R.sum().backward()
     assert leaves[0].grad is not None and torch.isfinite(leaves[0].grad).all()
     assert float(rotation_angle(out.R.detach(), plain.R)) < 1e-12
+    with torch.no_grad():  # leaves that require grad, but no graph wanted: the single path
+        assert reg._register_one(*leaves, None) is not None
+        quiet = reg.register(*leaves)
+    assert float(rotation_angle(quiet.R, plain.R)) < 1e-12 and not quiet.R.requires_grad
 
 
 def test_certify_one_matches_certify_or_defers_to_it():

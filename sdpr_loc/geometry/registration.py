@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 import numpy as np
+import torch
 
 from sdpr_loc.certify import QCQP, Certificate, SDPRLayer
 from sdpr_loc.certify.certificate import default_tol
@@ -334,8 +333,8 @@ def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
                   init: Tensor | None) -> Registration | None:
     """``register(method="certified")`` for B = 1 in numpy; None (take the batched path) unless the first
     local solution is certified (restarts, SDP fallback and reasons for failures stay in one place)."""
-    s, tg, w = src[0].numpy(), trg[0].numpy(), weights[0].numpy()
-    W = w[:, None, None] * inv_cov[0].numpy()
+    s, tg, w, C = (v[0].detach().numpy() for v in (src, trg, weights, inv_cov))  # no_grad callers may pass leaves
+    W = w[:, None, None] * C
     if one.degenerate_one(s, W):
         return None
     wc = np.einsum("nii->n", W)
