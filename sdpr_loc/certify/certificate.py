@@ -110,8 +110,11 @@ def tangent_rtol(dtype: torch.dtype) -> float:
 
 def gram_eig(G: Tensor) -> tuple[Tensor, Tensor]:
     """Eigenpairs (e (B, n) ascending, V (B, n, n)) of G^T G: e ~ 0 spans the tangent space at x, the
-    rest gives the pseudo-inverse of G^T. A 13 x 13 eigh instead of an SVD of G^T (n x m): ~4x cheaper."""
-    return torch.linalg.eigh(G.transpose(-1, -2) @ G)
+    rest gives the pseudo-inverse of G^T. A 13 x 13 eigh instead of an SVD of G^T (n x m): ~4x cheaper.
+    Squaring G squares its condition number, so lower precisions are decomposed in float64."""
+    Gd = G if G.dtype == torch.float64 else G.double()
+    e, V = torch.linalg.eigh(Gd.transpose(-1, -2) @ Gd)
+    return e.to(G.dtype), V.to(G.dtype)
 
 
 def least_squares_multipliers(Q: Tensor, A: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
