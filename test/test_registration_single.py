@@ -122,3 +122,16 @@ def test_numpy_building_blocks_match_the_torch_ones():
     for v in (1e-2 * w3, 1e-3 * w3):
         err = np.abs(one.cayley_one(*v.tolist()) - so3_exp(torch.from_numpy(v)).numpy()).max()
         assert err < 0.1 * np.linalg.norm(v) ** 3
+
+
+def test_gradients_flow_when_a_batch_holds_a_degenerate_item():
+    """register revokes degenerate items' certificates after the layer: the backward must still run."""
+    inst = stereo_instance(2, 20, 0.5, seed=6)
+    src, trg = inst.src.clone(), inst.trg.clone()
+    src[1] = torch.linspace(0, 1, 20, dtype=torch.float64)[:, None] * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    trg[1] = src[1]
+    leaf = src.requires_grad_(True)
+    out = reg.register(leaf, trg, inst.weights, inst.inv_cov)
+    assert out.certificate.certified.tolist() == [True, False] and "collinear" in out.certificate.reason[1]
+    out.R.sum().backward()
+    assert leaf.grad[1].abs().max() == 0 and leaf.grad[0].abs().max() > 0

@@ -206,7 +206,8 @@ class SDPRLayer(torch.nn.Module):
         if bad and self.uncertified == "raise":
             details = "; ".join(f"item {i}: {cert.reason[i]}" for i in bad[:5])
             raise RuntimeError(f"{len(bad)} of {B} items not certified ({details})")
-        mask = cert.certified if self.uncertified != "sdp" else torch.ones_like(cert.certified)
+        # a copy: callers may revoke certificates in place afterwards (register does for degenerate data)
+        mask = cert.certified.clone() if self.uncertified != "sdp" else torch.ones_like(cert.certified)
         lam = cert.multipliers * scale.unsqueeze(-1)  # multipliers of the unscaled cost
         if Q.requires_grad or A.requires_grad:
             e, V = self._tangent(Ad, x, eig, sdp_items)
