@@ -94,7 +94,7 @@ def _all_finite(v: Tensor) -> bool:
 
 def _degenerate_reason(src: Tensor, W: Tensor) -> list[str]:
     """Why the pose is not determined by the data ('' when it is): < 3 points, collinear points."""
-    active = (W.detach().flatten(2).abs().amax(-1) > 0).to(src.dtype)
+    active = W.detach().flatten(2).ne(0).any(-1).to(src.dtype)
     count = active.sum(1)
     mean = (active.unsqueeze(-1) * src.detach()).sum(1) / count.clamp_min(1).unsqueeze(-1)
     s = torch.linalg.svdvals((src.detach() - mean.unsqueeze(1)) * active.unsqueeze(-1))
@@ -162,7 +162,7 @@ def weighted_svd(src: Tensor, trg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     wsum = w.sum(1, keepdim=True).clamp_min(torch.finfo(src.dtype).tiny)
     cs = (w.unsqueeze(-1) * src).sum(1) / wsum
     ct = (w.unsqueeze(-1) * trg).sum(1) / wsum
-    Hm = torch.einsum("bn,bni,bnj->bij", w, trg - ct.unsqueeze(1), src - cs.unsqueeze(1))
+    Hm = (w.unsqueeze(-1) * (trg - ct.unsqueeze(1))).transpose(1, 2) @ (src - cs.unsqueeze(1))
     R = _project_so3(Hm)
     return R, ct - (R @ cs.unsqueeze(-1)).squeeze(-1)
 
@@ -318,7 +318,7 @@ def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: T
             cert.reason[i] = why
     t = tc + ct - (R @ cs.unsqueeze(-1)).squeeze(-1)
     e = trg - (src @ R.transpose(1, 2) + t.unsqueeze(1))
-    cost = torch.einsum("bni,bnij,bnj->b", e, W, e)
+    cost = (e * (W @ e.unsqueeze(-1)).squeeze(-1)).sum((1, 2))
     return Registration(R=R, t=t, certificate=cert, cost=cost)
 
 
