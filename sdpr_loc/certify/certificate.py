@@ -111,6 +111,20 @@ def lagrangian(Q: Tensor, A: Tensor, lam: Tensor) -> Tensor:
     return Q + torch.einsum("bk,bkij->bij", lam, A)
 
 
+def tangent_rtol(dtype: torch.dtype) -> float:
+    """Relative size below which an eigenvalue of G^T G counts as zero (a squared singular value)."""
+    return 1e-12 if dtype == torch.float64 else 1e-6
+
+
+def gram_eig(G: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenpairs (e (B, n) ascending, V (B, n, n)) of G^T G: e ~ 0 spans the tangent space at x, the
+    rest gives the pseudo-inverse of G^T. A 13 x 13 eigh instead of an SVD of G^T (n x m): ~4x cheaper.
+    Squaring G squares its condition number, so lower precisions are decomposed in float64."""
+    Gd = G if G.dtype == torch.float64 else G.double()
+    e, V = torch.linalg.eigh(Gd.transpose(-1, -2) @ Gd)
+    return e.to(G.dtype), V.to(G.dtype)
+
+
 def least_squares_multipliers(Q: Tensor, A: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """Min-norm l solving sum_i l_i A_i x = -Q x, and a basis ``(B, m, m)`` of the other solutions.
 
@@ -118,17 +132,27 @@ def least_squares_multipliers(Q: Tensor, A: Tensor, x: Tensor) -> tuple[Tensor, 
     direction is not free, so items with different redundancy share one batched tensor.
     """
     G = stationarity_rows(A, x)
-    rhs = -(Q @ x.unsqueeze(-1)).squeeze(-1)
-    rcond = 1e-9 if x.dtype == torch.float64 else 1e-5
+    return _min_norm_multipliers(Q, G, x, gram_eig(G)), _multiplier_family(G)
+
+
+def _min_norm_multipliers(Q: Tensor, G: Tensor, x: Tensor, eig: tuple[Tensor, Tensor]) -> Tensor:
+    """l = (G^T)^+ (-Q x) = G (G^T G)^+ (-Q x), with the eigenpairs of G^T G."""
+    e, V = eig
+    keep = e > tangent_rtol(x.dtype) * e[..., -1:].clamp_min(torch.finfo(e.dtype).tiny)
+    einv = torch.where(keep, 1.0 / e.clamp_min(torch.finfo(e.dtype).tiny), torch.zeros_like(e))
+    rhs = -(Q @ x.unsqueeze(-1))
+    return (G @ (V @ (einv.unsqueeze(-1) * (V.transpose(-1, -2) @ rhs)))).squeeze(-1)
+
+
+def _multiplier_family(G: Tensor) -> Tensor:
+    """Basis ``(B, m, m)`` of the null space of G^T (zero columns where not free), from its SVD."""
     U, S, Vh = torch.linalg.svd(G.transpose(-1, -2), full_matrices=True)  # G^T = U S Vh
     r = S.shape[-1]
-    keep = S > rcond * S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
-    Sinv = torch.where(keep, 1.0 / S.clamp_min(torch.finfo(S.dtype).tiny), torch.zeros_like(S))
+    keep = S * S > tangent_rtol(G.dtype) * (S[..., :1] ** 2).clamp_min(torch.finfo(S.dtype).tiny)  # as gram_eig
     V = Vh.transpose(-1, -2)
-    lam = torch.einsum("bmk,bk,bnk,bn->bm", V[..., :r], Sinv, U[..., :r], rhs)
-    free = torch.ones(x.shape[0], V.shape[-1], dtype=torch.bool, device=x.device)
+    free = torch.ones(G.shape[0], V.shape[-1], dtype=torch.bool, device=G.device)
     free[:, :r] = ~keep
-    return lam, V * free.unsqueeze(-2).to(x.dtype)
+    return V * free.unsqueeze(-2).to(G.dtype)
 
 
 def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tensor, tol: float = 0.0,
@@ -208,52 +232,74 @@ def polish(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, lam: Tensor, steps: int =
     return x, lam
 
 
+def certificate_checks(violation, min_eig, margin, residual, tol: float, min_margin: float | None) -> list:
+    """The conditions of a certificate, in the order their reasons are reported: (failed, message, value).
+
+    Works elementwise on torch tensors ``(B,)`` or numpy values, so every path applies the same rules.
+    """
+    return [
+        (violation > 1e3 * tol, "x infeasible (constraint violation {:.1e})", violation),
+        (min_eig < -tol, "H not PSD (min eigenvalue {:.1e})", min_eig),
+        (residual > 1e2 * tol, "not stationary (|Hx|/|x| = {:.1e})", residual),
+        (margin < (tol if min_margin is None else min_margin), "minimiser not unique (margin {:.1e})", margin),
+    ]
+
+
 def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None,
             lam: Tensor | None = None, method: str = "local", refine: bool = True,
             min_margin: float | None = None) -> Certificate:
+    """Certificate for candidate solutions ``x (B, n)``; see :func:`certify_with_tangent`."""
+    return certify_with_tangent(Q, A, b, x, tol, lam, method, refine, min_margin)[0]
+
+
+def certify_with_tangent(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None,
+                         lam: Tensor | None = None, method: str = "local", refine: bool = True,
+                         min_margin: float | None = None) -> tuple[Certificate, tuple[Tensor, Tensor] | None]:
     """Certificate for candidate solutions ``x (B, n)`` of min x^T Q x s.t. x^T A_i x = b_i.
 
     ``Q (B, n, n)`` should be scaled to unit norm (``tol`` is in those units); ``A (B, m, n, n)``.
     When ``lam`` is given (e.g. SDP duals) it is used as is, otherwise least-squares multipliers.
     ``min_margin`` (default ``tol``): a smaller second eigenvalue of H means the minimiser is not
     unique (e.g. degenerate data), so x is not certified as THE solution and has no gradient.
+    Also returns ``gram_eig(G)`` found on the way (None when ``lam`` is given): its ~0 eigenvalues span
+    the tangent space that the KKT backward works in.
     """
     tol = default_tol(x.dtype) if tol is None else tol
     x = x.detach()
     Q, A = Q.detach(), A.detach()
     B = x.shape[0]
-    violation = (torch.einsum("bi,bkij,bj->bk", x, A, x) - b).abs().amax(-1)
+    G = stationarity_rows(A, x)
+    violation = ((G @ x.unsqueeze(-1)).squeeze(-1) - b).abs().amax(-1)  # x^T A_i x = (A_i x)^T x
     given = lam is not None
+    tangent = None
     if not given:
-        lam, basis = least_squares_multipliers(Q, A, x)
+        tangent = gram_eig(G)
+        lam = _min_norm_multipliers(Q, G, x, tangent)
     H = lagrangian(Q, A, lam)
     ev = torch.linalg.eigvalsh(H)
     bad = (ev[:, 0] < -tol).nonzero().flatten()
     if refine and not given and len(bad):
         lam = lam.clone()
-        lam[bad] = refine_multipliers(Q[bad], A[bad], x[bad], lam[bad], basis[bad], tol=tol)
+        lam[bad] = refine_multipliers(Q[bad], A[bad], x[bad], lam[bad], _multiplier_family(G[bad]), tol=tol)
         H = lagrangian(Q, A, lam)
         ev = ev.clone()
         ev[bad] = torch.linalg.eigvalsh(H[bad])
     xnorm = x.norm(dim=-1).clamp_min(1e-30)
     residual = (H @ x.unsqueeze(-1)).squeeze(-1).norm(dim=-1) / xnorm
     gap = torch.einsum("bi,bij,bj->b", x, H, x) / xnorm**2
-    feas_tol = 1e3 * tol
-    checks = [
-        (violation > feas_tol, "x infeasible (constraint violation {:.1e})", violation),
-        (ev[:, 0] < -tol, "H not PSD (min eigenvalue {:.1e})", ev[:, 0]),
-        (residual > 1e2 * tol, "not stationary (|Hx|/|x| = {:.1e})", residual),
-        ((ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0]) < (tol if min_margin is None else min_margin),
-         "minimiser not unique (margin {:.1e})", ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0]),
-    ]
-    certified = torch.ones(B, dtype=torch.bool, device=x.device)
+    checks = certificate_checks(violation, ev[:, 0], ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0], residual,
+                                tol, min_margin)
+    failed = torch.stack([bad for bad, _, _ in checks])  # (4, B)
+    certified = ~failed.any(0)
     reason = [""] * B
-    for bad, msg, val in checks:
-        for i in (bad & certified).nonzero().flatten().tolist():
-            reason[i] = msg.format(float(val[i]))
-        certified &= ~bad
+    if not bool(certified.all()):  # reasons: the first failed check of each item
+        done = torch.zeros_like(certified)
+        for bad, msg, val in checks:
+            for i in (bad & ~done).nonzero().flatten().tolist():
+                reason[i] = msg.format(float(val[i]))
+            done |= bad
     margin = ev[:, 1] if ev.shape[-1] > 1 else ev[:, 0]
     return Certificate(certified=certified, min_eig=ev[:, 0], margin=margin, gap=gap,
                        rank_ratio=torch.full((B,), float("nan"), dtype=x.dtype, device=x.device),
                        multipliers=lam, method=[method] * B, residual=residual,
-                       violation=violation, reason=reason)
+                       violation=violation, reason=reason), tangent

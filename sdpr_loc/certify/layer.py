@@ -10,24 +10,27 @@ from typing import Callable
 
 import torch
 
-from .certificate import Certificate, certify, default_tol, lagrangian, stationarity_rows
+from .certificate import (Certificate, certify_with_tangent, default_tol, gram_eig, lagrangian, stationarity_rows,
+                          tangent_rtol)
 from .qcqp import QCQP
 from .sdp import SDPRelaxation, solve_and_certify
+from .single import TemplateArrays, certify_one
 
 Tensor = torch.Tensor
 LocalSolver = Callable[[Tensor, Tensor, Tensor], Tensor]
 POLICIES = ("mask", "raise", "sdp")
 
 
-def kkt_adjoint(H: Tensor, G: Tensor, g: Tensor, rel_tol: float,
-                need_v: bool = True) -> tuple[Tensor, Tensor | None]:
+def kkt_adjoint(H: Tensor, G: Tensor, g: Tensor, rel_tol: float, need_v: bool = True,
+                eig: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
     """Solve [[H, G^T], [G, 0]] [u; v] = [g; 0] for a batch, tolerating dependent rows of G.
 
     u lives in the null space N of G (the tangent space of the feasible set), found from the
     eigenvectors of G^T G: u = N (N^T H N)^-1 N^T g. v (needed only for gradients w.r.t. constraint
     matrices) is the min-norm solution of G^T v = g - H u, i.e. v = G (G^T G)^+ (g - H u).
+    ``eig``: ``gram_eig(G)`` when the forward has it already (the certificate computes it).
     """
-    e, V = torch.linalg.eigh(G.transpose(-1, -2) @ G)  # zero eigenvalues span the tangent space
+    e, V = gram_eig(G) if eig is None else eig  # e ~ 0: tangent space
     tangent = e <= rel_tol * e[..., -1:].clamp_min(torch.finfo(e.dtype).tiny)
     t = tangent.to(H.dtype)
     Ht = V.transpose(-1, -2) @ H @ V
@@ -46,25 +49,25 @@ class _KKTFunction(torch.autograd.Function):
     """x = argmin as a function of Q and the constraint matrices; gradients by the KKT adjoint."""
 
     @staticmethod
-    def forward(ctx, x, lam, mask, Q, A):
-        ctx.save_for_backward(x, lam, mask, Q, A)
+    def forward(ctx, x, lam, mask, Q, A, e, V):
+        ctx.save_for_backward(x, lam, mask, Q, A, e, V)
         return x.clone()
 
     @staticmethod
     def backward(ctx, grad_x):
-        x, lam, mask, Q, A = ctx.saved_tensors
+        x, lam, mask, Q, A, e, V = ctx.saved_tensors
         H = lagrangian(Q, A, lam)
         G = stationarity_rows(A, x)
-        rel_tol = 1e-12 if x.dtype == torch.float64 else 1e-6  # on squared singular values
+        rel_tol = tangent_rtol(x.dtype)  # on squared singular values
         need_A = ctx.needs_input_grad[4]
-        u, v = kkt_adjoint(H, G, grad_x * mask.unsqueeze(-1).to(x.dtype), rel_tol, need_v=need_A)
+        u, v = kkt_adjoint(H, G, grad_x * mask.unsqueeze(-1).to(x.dtype), rel_tol, need_v=need_A, eig=(e, V))
         ux = u.unsqueeze(-1) * x.unsqueeze(-2)
         dQ = -0.5 * (ux + ux.transpose(-1, -2))
         dA = None
         if need_A:
             xx = x.unsqueeze(-1) * x.unsqueeze(-2)
             dA = lam[..., None, None] * dQ.unsqueeze(1) - 0.5 * v[..., None, None] * xx.unsqueeze(1)
-        return None, None, None, dQ, dA
+        return None, None, None, dQ, dA, None, None
 
 
 class SDPRLayer(torch.nn.Module):
@@ -100,6 +103,7 @@ class SDPRLayer(torch.nn.Module):
         self.uncertified, self.use_sdp = uncertified, use_sdp
         self.solver, self.solver_options = solver, solver_options
         self._relax: SDPRelaxation | None = None
+        self._arrays: TemplateArrays | None = None
         if solver not in ("clarabel", "scs", "mosek"):
             raise ValueError(f"unknown SDP solver {solver!r}; choose clarabel, scs or mosek")
 
@@ -113,8 +117,25 @@ class SDPRLayer(torch.nn.Module):
                                         self.solver_options)
         return self._relax
 
-    def _restart(self, Qs: Tensor, A: Tensor, b: Tensor, x: Tensor, cert: Certificate, tol: float) -> Tensor:
-        """Replace uncertified items by the best certified restart candidate (in place on cert)."""
+    @property
+    def template_arrays(self) -> TemplateArrays:
+        """The constraint template in numpy, for single-problem certificates (built once)."""
+        if self._arrays is None:
+            self._arrays = TemplateArrays.of(self.qcqp.A, self.qcqp.b)
+        return self._arrays
+
+    def _certify(self, Qs: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float):
+        """``certify_with_tangent``; one float64 CPU problem goes through numpy (``certify_one``), which
+        hands back to the batched function whenever that one would search the multipliers."""
+        if x.shape[0] == 1 and x.dtype == torch.float64 and x.device.type == "cpu" and A.shape[1] == self.qcqp.m:
+            one = certify_one(Qs[0].numpy(), x[0].numpy(), self.template_arrays, tol, self.min_margin)
+            if one is not None:
+                return one.to_certificate(), (torch.from_numpy(one.e)[None], torch.from_numpy(one.V)[None])
+        return certify_with_tangent(Qs, A, b, x, tol=tol, min_margin=self.min_margin)
+
+    def _restart(self, Qs: Tensor, A: Tensor, b: Tensor, x: Tensor, cert: Certificate, tol: float,
+                 eig: tuple[Tensor, Tensor]) -> Tensor:
+        """Replace uncertified items by the best certified restart candidate (in place on cert and eig)."""
         todo = (~cert.certified).nonzero().flatten()
         if not len(todo):
             return x
@@ -122,7 +143,7 @@ class SDPRLayer(torch.nn.Module):
         T, K, n = cand.shape
         flat = cand.reshape(T * K, n)
         rep = lambda M: M.repeat_interleave(K, 0)  # noqa: E731
-        c2 = certify(rep(Qs[todo]), rep(A[todo]), b, flat, tol=tol, min_margin=self.min_margin)
+        c2, eig2 = certify_with_tangent(rep(Qs[todo]), rep(A[todo]), b, flat, tol=tol, min_margin=self.min_margin)
         cost = torch.einsum("bi,bij,bj->b", flat, rep(Qs[todo]), flat)
         cost = torch.where(c2.certified, cost, torch.full_like(cost, float("inf"))).view(T, K)
         best = cost.argmin(-1)
@@ -131,7 +152,20 @@ class SDPRLayer(torch.nn.Module):
         x = x.clone()
         x[todo[won]] = flat[pick]
         cert.update(todo[won], c2.select(pick))
+        for mine, theirs in zip(eig, eig2):
+            mine[todo[won]] = theirs[pick]
         return x
+
+    @staticmethod
+    def _tangent(A: Tensor, x: Tensor, eig: tuple[Tensor, Tensor] | None, redo: Tensor) -> tuple[Tensor, Tensor]:
+        """Eigenpairs of G^T G at the returned x for the backward: the certificate's, recomputed for ``redo``."""
+        if eig is None or len(redo) == x.shape[0]:
+            return gram_eig(stationarity_rows(A, x))
+        e, V = eig
+        if len(redo):
+            e, V = e.clone(), V.clone()
+            e[redo], V[redo] = gram_eig(stationarity_rows(A[redo], x[redo]))
+        return e, V
 
     def forward(self, Q: Tensor, *A_params: Tensor, **local_kwargs) -> tuple[Tensor, Certificate]:
         Q = self.qcqp.check_cost(Q)
@@ -141,14 +175,16 @@ class SDPRLayer(torch.nn.Module):
         scale = Q.detach().flatten(1).norm(dim=-1).clamp_min(torch.finfo(Q.dtype).tiny)
         Qs = Q.detach() / scale.view(-1, 1, 1)
         Ad = A.detach()
-        x = cert = None
+        x = cert = eig = None
+        sdp_items = torch.arange(B, device=Q.device)  # items whose x came from the SDP (no eigenpairs yet)
         if self.local_solver is not None:
             x = self.local_solver(Qs, Ad, b, **local_kwargs).detach()
             if x.shape != (B, self.qcqp.n):
                 raise ValueError(f"local_solver returned shape {tuple(x.shape)}, expected {(B, self.qcqp.n)}")
-            cert = certify(Qs, Ad, b, x, tol=tol, min_margin=self.min_margin)
+            sdp_items = sdp_items[:0]
+            cert, eig = self._certify(Qs, Ad, b, x, tol)
             if self.restarts is not None:
-                x = self._restart(Qs, Ad, b, x, cert, tol)
+                x = self._restart(Qs, Ad, b, x, cert, tol, eig)
         todo = (torch.arange(B, device=Q.device) if cert is None
                 else (~cert.certified).nonzero().flatten())
         if len(todo) and (self.use_sdp or cert is None):
@@ -161,6 +197,7 @@ class SDPRLayer(torch.nn.Module):
                 use = cert_sdp.certified | ~torch.isfinite(x[todo]).all(-1)
                 x = x.clone()
                 x[todo[use]] = x_sdp[use]
+                sdp_items = todo[use]
                 cert.update(todo[use], cert_sdp.select(use.nonzero().flatten()))
                 keep = (~use).nonzero().flatten()
                 for i in todo[keep].tolist():
@@ -169,8 +206,10 @@ class SDPRLayer(torch.nn.Module):
         if bad and self.uncertified == "raise":
             details = "; ".join(f"item {i}: {cert.reason[i]}" for i in bad[:5])
             raise RuntimeError(f"{len(bad)} of {B} items not certified ({details})")
-        mask = cert.certified if self.uncertified != "sdp" else torch.ones_like(cert.certified)
+        # a copy: callers may revoke certificates in place afterwards (register does for degenerate data)
+        mask = cert.certified.clone() if self.uncertified != "sdp" else torch.ones_like(cert.certified)
         lam = cert.multipliers * scale.unsqueeze(-1)  # multipliers of the unscaled cost
         if Q.requires_grad or A.requires_grad:
-            x = _KKTFunction.apply(x, lam.detach(), mask, Q, A)
+            e, V = self._tangent(Ad, x, eig, sdp_items)
+            x = _KKTFunction.apply(x, lam.detach(), mask, Q, A, e, V)
         return x, cert
