@@ -129,8 +129,8 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
 
     Every member satisfies H x = 0, so only the eigenvalues on the complement of x matter. The soft
     minimum is concave-ish and smooth; gradient ascent with backtracking converges in a few dozen steps
-    for the small families that redundant constraints create. Items stop once min eig >= -tol / 10,
-    and only the items still searching are computed.
+    for the small families that redundant constraints create. Items stop once the smallest eigenvalue
+    off x is >= 2 tol (certify needs that margin), and only the items still searching are computed.
     """
     B, m, K = basis.shape
     if K == 0 or not bool((basis.abs().sum((-1, -2)) > 0).any()):
@@ -141,20 +141,27 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
     M = P.unsqueeze(1) @ M @ P.unsqueeze(1)
     H0 = P @ lagrangian(Q, A, lam) @ P + xn.unsqueeze(-1) * xn.unsqueeze(-2)  # x direction parked at 1
 
+    # soft-min sharpness per item: beta on unit-scale spectra, sharper where the negative eigenvalue
+    # is small (a badly scaled problem whose relevant eigenvalues are all ~1e-6 would otherwise be
+    # averaged instead of minimised)
+    ev0 = torch.linalg.eigvalsh(H0)[:, 0]
+    sharp = torch.clamp(20.0 / (-ev0).clamp_min(max(tol, torch.finfo(x.dtype).tiny)), min=beta)
+
     def objective(w, idx):
         H = H0[idx] + torch.einsum("bk,bkij->bij", w, M[idx])
         ev, V = torch.linalg.eigh(H)
-        return -torch.logsumexp(-beta * ev, -1) / beta, ev, V
+        b = sharp[idx].unsqueeze(-1)
+        return -torch.logsumexp(-b * ev, -1) / b.squeeze(-1), ev, V
 
     everyone = torch.arange(B, device=x.device)
     w = torch.zeros(B, K, dtype=x.dtype, device=x.device)
     f, ev, V = objective(w, everyone)
     step = torch.ones(B, dtype=x.dtype, device=x.device)
     for _ in range(iters):
-        act = (ev[:, 0] < -0.1 * tol).nonzero().flatten()
+        act = (ev[:, 0] < 2 * tol).nonzero().flatten()  # certify also needs a margin >= tol
         if not len(act):
             break
-        p = torch.softmax(-beta * ev[act], -1)
+        p = torch.softmax(-sharp[act].unsqueeze(-1) * ev[act], -1)
         grad = torch.einsum("bj,bij,bkil,blj->bk", p, V[act], M[act], V[act])
         direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-30)
         for _ in range(20):  # backtracking: items that did not improve halve their step
@@ -220,7 +227,8 @@ def certify(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float | None = None
         lam, basis = least_squares_multipliers(Q, A, x)
     H = lagrangian(Q, A, lam)
     ev = torch.linalg.eigvalsh(H)
-    bad = (ev[:, 0] < -tol).nonzero().flatten()
+    need = tol if min_margin is None else min_margin
+    bad = ((ev[:, 0] < -tol) | (ev[:, 1] < need)).nonzero().flatten()  # not PSD, or no margin yet
     if refine and not given and len(bad):
         lam = lam.clone()
         lam[bad] = refine_multipliers(Q[bad], A[bad], x[bad], lam[bad], basis[bad], tol=tol)
