@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from .psd_multipliers import best_family_member
+
 Tensor = torch.Tensor
 
 
@@ -124,13 +126,15 @@ def least_squares_multipliers(Q: Tensor, A: Tensor, x: Tensor) -> tuple[Tensor, 
 
 
 def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tensor, tol: float = 0.0,
-                       iters: int = 60, beta: float = 200.0) -> Tensor:
+                       iters: int = 60, beta: float = 200.0, exact_below: float = 1e-3) -> Tensor:
     """Search the multiplier family lam + basis @ w for a PSD H (maximise a soft minimum eigenvalue).
 
     Every member satisfies H x = 0, so only the eigenvalues on the complement of x matter. The soft
     minimum is concave-ish and smooth; gradient ascent with backtracking converges in a few dozen steps
     for the small families that redundant constraints create. Items stop once the smallest eigenvalue
     off x is >= 2 tol (certify needs that margin), and only the items still searching are computed.
+    Items left with a smallest eigenvalue in (-exact_below, 2 tol) get the exact search
+    (:func:`~sdpr_loc.certify.psd_multipliers.best_family_member`).
     """
     B, m, K = basis.shape
     if K == 0 or not bool((basis.abs().sum((-1, -2)) > 0).any()):
@@ -175,6 +179,12 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
             act, direction = act[keep], direction[keep]
             if not len(act):
                 break
+    # near misses (small negative eigenvalues: a badly scaled problem, not a wrong minimum) get the
+    # exact search; gross failures (e.g. a rotation flipped by 180 degrees) are left as they are
+    for i in ((ev[:, 0] < 2 * tol) & (ev[:, 0] > -exact_below)).nonzero().flatten().tolist():
+        w_i, t_i = best_family_member(H0[i], M[i], x[i])
+        if t_i > float(ev[i, 0]):
+            w[i] = w_i
     return lam + torch.einsum("bmk,bk->bm", basis, w)
 
 
