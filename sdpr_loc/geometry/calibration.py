@@ -127,10 +127,10 @@ def _scales(p0: Tensor) -> Tensor:
 
 
 def calibrate_stereo(board: Tensor, pixels: Tensor, T_ref: Tensor, initial: StereoCamera,
-                     free: Sequence[str] = ("baseline",), sigma_px: float = 0.5, steps: int = 40,
-                     lr: float = 0.02, solve: Solver = certified_solver,
+                     free: Sequence[str] = ("baseline",), sigma_px: float = 0.5, steps: int = 25,
+                     lr: float = 0.002, optimizer: str = "sgd", solve: Solver = certified_solver,
                      callback: Callable[[CalibrationStep], None] | None = None) -> Calibration:
-    """Tune the ``free`` stereo parameters by plain SGD on the pose loss through the certified layer.
+    """Tune the ``free`` stereo parameters by gradient descent on the pose loss through the certified layer.
 
     Args:
         board: (N, 3) board points in the board frame [m] (not collinear, N >= 3).
@@ -139,41 +139,65 @@ def calibrate_stereo(board: Tensor, pixels: Tensor, T_ref: Tensor, initial: Ster
         initial: starting camera (its fx, fy, cx, cy, baseline).
         free: names among ``PARAMS`` to tune; the others stay at their initial values.
         sigma_px: pixel noise std for the inverse covariances.
-        steps, lr: SGD iterations and learning rate, in scaled units (see ``_scales``).
+        steps, lr: iterations and learning rate, in scaled units (see ``_scales``).
+        optimizer: "sgd" (plain, the paper's) or "lbfgs" (quasi-Newton with a strong Wolfe line
+            search, ``lr`` unused: the pose loss is badly conditioned in f_v, b and the principal
+            point, along which plain SGD crawls).
         solve: inner pose solver ``(src, trg, inv_cov) -> Registration`` (default certified).
         callback: called with each :class:`CalibrationStep`.
     Returns:
-        Calibration(camera, history) with the tuned camera and one entry per evaluated step.
+        Calibration(camera, history, diverged): one history entry per step, at the step's start.
     """
     check_board(board, pixels, T_ref)
     unknown = [n for n in free if n not in PARAMS]
     if unknown or not free:
         raise ValueError(f"free must name some of {PARAMS}, got {list(free)}")
+    if optimizer not in ("sgd", "lbfgs"):
+        raise ValueError(f"optimizer must be 'sgd' or 'lbfgs', got {optimizer!r}")
     mask = torch.tensor([n in free for n in PARAMS])
     p0 = initial.intrinsics(board.dtype)
     scale = _scales(p0)
     theta = (p0 / scale).clone().requires_grad_(True)
-    opt = torch.optim.SGD([theta], lr=lr)
-    history, diverged = [], ""
-    for it in range(steps + 1):
+    opt = (torch.optim.SGD([theta], lr=lr) if optimizer == "sgd" else
+           torch.optim.LBFGS([theta], lr=1.0, max_iter=1, max_eval=8,
+                             tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe"))
+    last = {}
+
+    def closure():
         params = torch.where(mask, theta * scale, p0)
         if not (torch.isfinite(params).all() and (params[[0, 1, 4]] > 0).all()):
-            diverged = f"step {it}: parameters left the valid range ({params.detach().tolist()})"
-            break
+            raise FloatingPointError(f"parameters left the valid range ({params.detach().tolist()})")
         t0 = time.perf_counter()
         loss, reg = calibration_loss(params, board, pixels, T_ref, sigma_px, solve)
-        inner = time.perf_counter() - t0
         opt.zero_grad()
         loss.backward()
         theta.grad = theta.grad * mask.to(theta.dtype)
-        grad_p = theta.grad / scale
-        rec = CalibrationStep(it, float(loss.detach()), params.detach().tolist(), float((grad_p ** 2).sum()), inner,
-                              int(reg.certificate.certified.sum()), len(reg.certificate))
-        history.append(rec)
-        if callback is not None:
-            callback(rec)
-        if it < steps:
-            opt.step()
+        last.update(loss=loss.detach(), reg=reg, params=params.detach(), time=time.perf_counter() - t0)
+        return loss.detach()
+
+    def search():  # the line search may try invalid parameters: make them a wall, not an error
+        try:
+            return closure()
+        except (FloatingPointError, ValueError):
+            opt.zero_grad()
+            theta.grad = torch.zeros_like(theta)
+            return torch.tensor(1e10, dtype=theta.dtype)
+
+    history, diverged = [], ""
+    for it in range(steps + 1):
+        try:
+            closure()
+            rec = CalibrationStep(it, float(last["loss"]), last["params"].tolist(),
+                                  float(((theta.grad / scale) ** 2).sum()), last["time"],
+                                  int(last["reg"].certificate.certified.sum()), len(last["reg"].certificate))
+            history.append(rec)
+            if callback is not None:
+                callback(rec)
+            if it < steps:
+                opt.step() if optimizer == "sgd" else opt.step(search)
+        except (FloatingPointError, ValueError) as err:
+            diverged = f"step {it}: {err}"
+            break
     p = history[-1].params
     camera = StereoCamera(p[0], p[1], p[2], p[3], p[4], width=initial.width, height=initial.height,
                           min_disparity=initial.min_disparity)
