@@ -24,14 +24,14 @@ def weighted_cost(src: Tensor, trg: Tensor, W: Tensor, R: Tensor, t: Tensor) -> 
     return torch.einsum("bni,bnij,bnj->b", e, W, e)
 
 
-def newton_register(src: Tensor, trg: Tensor, W: Tensor, init: Tensor,
-                    iters: int = 100) -> tuple[Tensor, Tensor, Tensor]:
+def newton_register(src: Tensor, trg: Tensor, W: Tensor, init: Tensor, iters: int = 100,
+                    tol: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
     """min_{R,t} sum_i e_i^T W_i e_i, e_i = trg_i - (R src_i + t), from ``init (B, 4, 4)``.
 
     Residual form (not the QCQP's Q); Newton steps (Gauss-Newton + the residual term) R <- exp(phi^) R,
     t <- t + d with Levenberg-Marquardt damping adapted per item (accepted: /3, rejected: x5); stops
-    at the local minimum of whatever basin the initial pose is in. Returns R (B, 3, 3), t (B, 3) (detached) and ``minimum (B,)``: the gradient vanished and the
-    Hessian is positive definite there.
+    at the local minimum of whatever basin the initial pose is in. Returns R (B, 3, 3), t (B, 3)
+    (detached) and ``minimum (B,)``: positive definite Hessian and a full Newton step <= tol there.
     """
     src, trg, W = src.detach(), trg.detach(), W.detach()
     R, t = init[:, :3, :3].clone(), init[:, :3, 3].clone()
@@ -53,13 +53,15 @@ def newton_register(src: Tensor, trg: Tensor, W: Tensor, init: Tensor,
         Pe = torch.einsum("bni,bnj->bij", We, p)
         H[:, :3, :3] -= 0.5 * (Pe + Pe.transpose(1, 2)) - torch.diag_embed(
             (We * p).sum((1, 2)).unsqueeze(-1).expand(B, 3))
-        # a local minimum: Newton step ~ 0 with a positive definite Hessian
-        minimum = (torch.linalg.eigvalsh(H)[:, 0] > 0) & (g.norm(dim=-1) <= 1e-9 * (1 + cost))
+        # a local minimum: positive definite Hessian and a full Newton step below tol (rad, m)
+        pd = torch.linalg.eigvalsh(H)[:, 0] > 0
+        H_safe = torch.where(pd.view(B, 1, 1), H, D + torch.eye(6, dtype=H.dtype))
+        minimum = pd & (torch.linalg.solve(H_safe, g).abs().amax(-1) <= tol)
         Hd = H + mu.view(B, 1, 1) * D
         step = -torch.linalg.solve(Hd, g)
         R_new, t_new = so3_exp(step[:, :3]) @ R, t + step[:, 3:]
         c_new = weighted_cost(src, trg, W, R_new, t_new)
-        ok = c_new <= cost
+        ok = c_new <= cost * (1 + 1e-15)  # steps within round-off of the cost are not failures
         R = torch.where(ok.view(B, 1, 1), R_new, R)
         t = torch.where(ok.view(B, 1), t_new, t)
         cost = torch.where(ok, c_new, cost)
