@@ -27,8 +27,8 @@ from sdpr_loc.geometry.stereo import StereoCamera, stereo_points
 
 Tensor = torch.Tensor
 TRUE_CAMERA = StereoCamera(fx=484.5, fy=484.5, cx=0.0, cy=0.0, baseline=0.24)
-LR = 0.002          # SGD step in scaled units (calibration._scales); the loss is stiff near its minimum
-STEPS = {"b": 25, "all": 30}
+LR_B = 2e-4         # SGD on b: step [m] per unit gradient (~0.5 / the loss curvature near b = 0.24)
+STEPS = {"b": 40, "all": 30}
 OPTIMISER = {"b": "sgd", "all": "lbfgs"}   # plain SGD for b as the paper; all five: see calibrate_stereo
 
 
@@ -139,9 +139,13 @@ def initial_camera(params: str, b0: float) -> StereoCamera:
 
 
 def run_learners(problem: CalProblem, minima: LocalMinima, start: StereoCamera, free, steps: int,
-                 sigma_px: float = 0.5, lr: float = LR, optimizer: str = "sgd",
+                 sigma_px: float = 0.5, lr: float | None = None, optimizer: str = "sgd",
                  progress: bool = False) -> dict[str, Calibration]:
-    """Same data, optimiser and steps for SDPR and the local solver from both inits."""
+    """Same data, optimiser and steps for SDPR and the local solver from both inits.
+
+    ``lr`` in calibrate_stereo's scaled units; default: LR_B metres whatever the starting baseline.
+    """
+    lr = LR_B / start.baseline ** 2 if lr is None else lr
     solvers = {"sdpr": None, "local_min": local_solver(minima.init), "local_global": local_solver(problem.T_ref)}
     out = {}
     for name, solve in solvers.items():
@@ -222,7 +226,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--b0", type=float, default=0.30, help="initial baseline for --params b [m]")
     parser.add_argument("--poses", type=int, default=10, help="poses along the circle (default 10)")
     parser.add_argument("--sigma", type=float, default=0.5, help="pixel noise std [px] (0: noise-free)")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 25)")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 40 for b, 30 for all)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--out", type=Path, default=Path("out/stereo_cal"), help="output folder (PNG)")
 
