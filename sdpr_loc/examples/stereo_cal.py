@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
+from sdpr_loc.examples import save_figure
 from sdpr_loc.geometry.calibration import PARAMS, Calibration, calibrate_stereo, certified_solver
-from sdpr_loc.geometry.registration import Registration, register
 from sdpr_loc.geometry.newton_registration import newton_register, register_at, weighted_cost
+from sdpr_loc.geometry.registration import Registration, register
 from sdpr_loc.geometry.se3 import make_T
 from sdpr_loc.geometry.stereo import StereoCamera, stereo_points
 
@@ -213,11 +214,7 @@ def plot(results: dict[str, Calibration], free, path: Path) -> Path:
         a.set_title(t)
         a.set_xlabel("iteration")
     ax[0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
