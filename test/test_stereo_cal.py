@@ -137,3 +137,12 @@ def test_command_prints_the_two_final_lines(tmp_path, capsys):
     assert lines[-2].startswith("local_final_baseline: ") and lines[-1].startswith("sdpr_final_baseline: ")
     float(lines[-2].split(": ")[1]), float(lines[-1].split(": ")[1])
     assert (tmp_path / "stereo_cal_b.png").stat().st_size > 0
+
+
+def test_all_five_parameters_recovered_from_five_percent_off_noise_free():
+    prob = make_problem(K=6, sigma_px=0.0, tilt_deg=25.0)
+    cal = calibrate_stereo(prob.board, prob.pixels, prob.T_ref, initial_camera("all", 0.3), free=PARAMS,
+                           steps=25, optimizer="lbfgs")
+    got = cal.camera.intrinsics().tolist()
+    for name, g, t in zip(PARAMS, got, TRUE_CAMERA.intrinsics().tolist()):
+        assert abs(g - t) <= 1e-4 * (abs(t) if t else TRUE_CAMERA.fx), (name, g, t)
