@@ -23,6 +23,7 @@ from sdpr_loc.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sdpr_loc.demo", "run the main demo"),
     "polymin-fit": ("sdpr_loc.examples.polymin_fit", "paper example 1: learn where a polynomial's global minimum is"),
+    "stereo-cal": ("sdpr_loc.examples.stereo_cal", "paper example 2: tune stereo camera parameters through certified localization"),
     "make-bag": ("sdpr_loc.data.make_bag", "render a synthetic stereo drive to a rosbag2 file"),
     "launch": ("sdpr_loc.nodes.launch_cli", "start the ROS 2 nodes of a launch (pip twin of ros2 launch)"),
     "play": ("sdpr_loc.nodes.play", "publish a rosbag2's topics at the recorded rate"),

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from .psd_multipliers import best_family_member
+
 Tensor = torch.Tensor
 
 
@@ -156,13 +158,15 @@ def _multiplier_family(G: Tensor) -> Tensor:
 
 
 def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tensor, tol: float = 0.0,
-                       iters: int = 60, beta: float = 200.0) -> Tensor:
+                       iters: int = 60, beta: float = 200.0, exact_below: float = 1e-3) -> Tensor:
     """Search the multiplier family lam + basis @ w for a PSD H (maximise a soft minimum eigenvalue).
 
     Every member satisfies H x = 0, so only the eigenvalues on the complement of x matter. The soft
     minimum is concave-ish and smooth; gradient ascent with backtracking converges in a few dozen steps
-    for the small families that redundant constraints create. Items stop once min eig >= -tol / 10,
-    and only the items still searching are computed.
+    for the small families that redundant constraints create. Items stop once the smallest eigenvalue
+    off x is >= 2 tol (certify needs that margin), and only the items still searching are computed.
+    Items left with a smallest eigenvalue in (-exact_below, 2 tol) get the exact search
+    (:func:`~sdpr_loc.certify.psd_multipliers.best_family_member`).
     """
     B, m, K = basis.shape
     if K == 0 or not bool((basis.abs().sum((-1, -2)) > 0).any()):
@@ -173,20 +177,27 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
     M = P.unsqueeze(1) @ M @ P.unsqueeze(1)
     H0 = P @ lagrangian(Q, A, lam) @ P + xn.unsqueeze(-1) * xn.unsqueeze(-2)  # x direction parked at 1
 
+    # soft-min sharpness per item: beta on unit-scale spectra, sharper where the negative eigenvalue
+    # is small (a badly scaled problem whose relevant eigenvalues are all ~1e-6 would otherwise be
+    # averaged instead of minimised)
+    ev0 = torch.linalg.eigvalsh(H0)[:, 0]
+    sharp = torch.clamp(20.0 / (-ev0).clamp_min(max(tol, torch.finfo(x.dtype).tiny)), min=beta)
+
     def objective(w, idx):
         H = H0[idx] + torch.einsum("bk,bkij->bij", w, M[idx])
         ev, V = torch.linalg.eigh(H)
-        return -torch.logsumexp(-beta * ev, -1) / beta, ev, V
+        b = sharp[idx].unsqueeze(-1)
+        return -torch.logsumexp(-b * ev, -1) / b.squeeze(-1), ev, V
 
     everyone = torch.arange(B, device=x.device)
     w = torch.zeros(B, K, dtype=x.dtype, device=x.device)
     f, ev, V = objective(w, everyone)
     step = torch.ones(B, dtype=x.dtype, device=x.device)
     for _ in range(iters):
-        act = (ev[:, 0] < -0.1 * tol).nonzero().flatten()
+        act = (ev[:, 0] < 2 * tol).nonzero().flatten()  # certify also needs a margin >= tol
         if not len(act):
             break
-        p = torch.softmax(-beta * ev[act], -1)
+        p = torch.softmax(-sharp[act].unsqueeze(-1) * ev[act], -1)
         grad = torch.einsum("bj,bij,bkil,blj->bk", p, V[act], M[act], V[act])
         direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-30)
         for _ in range(20):  # backtracking: items that did not improve halve their step
@@ -200,6 +211,12 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
             act, direction = act[keep], direction[keep]
             if not len(act):
                 break
+    # near misses (small negative eigenvalues: a badly scaled problem, not a wrong minimum) get the
+    # exact search; gross failures (e.g. a rotation flipped by 180 degrees) are left as they are
+    for i in ((ev[:, 0] < 2 * tol) & (ev[:, 0] > -exact_below)).nonzero().flatten().tolist():
+        w_i, t_i = best_family_member(H0[i], M[i], x[i])
+        if t_i > float(ev[i, 0]):
+            w[i] = w_i
     return lam + torch.einsum("bmk,bk->bm", basis, w)
 
 
@@ -277,7 +294,8 @@ def certify_with_tangent(Q: Tensor, A: Tensor, b: Tensor, x: Tensor, tol: float 
         lam = _min_norm_multipliers(Q, G, x, tangent)
     H = lagrangian(Q, A, lam)
     ev = torch.linalg.eigvalsh(H)
-    bad = (ev[:, 0] < -tol).nonzero().flatten()
+    need = tol if min_margin is None else min_margin
+    bad = ((ev[:, 0] < -tol) | (ev[:, 1] < need)).nonzero().flatten()  # not PSD, or no margin yet
     if refine and not given and len(bad):
         lam = lam.clone()
         lam[bad] = refine_multipliers(Q[bad], A[bad], x[bad], lam[bad], _multiplier_family(G[bad]), tol=tol)

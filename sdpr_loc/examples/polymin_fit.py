@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from sdpr_loc.certify import PolyMinLayer
+from sdpr_loc.examples import save_figure
 
 C0 = [10.0, 2.6334, -4.3443, 0.0, 0.8055, -0.1334, 0.0389]
 TARGET = (1.7, 7.3)
@@ -124,11 +125,7 @@ def plot(hist: dict, path: Path) -> Path:
     ax[1].semilogy(hist["loss_loc_true"], "C3--", label="local (at its p's true global x*)")
     ax[1].set_xlabel("Adam step"); ax[1].set_ylabel("loss"); ax[1].legend(fontsize=8)
     ax[1].set_title("training loss")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["StereoCamera", "InvalidReason", "DEFAULT_MIN_DISPARITY"]
+__all__ = ["StereoCamera", "InvalidReason", "DEFAULT_MIN_DISPARITY", "stereo_points"]
 
 # Half a pixel: below it a typical matching error (~0.5 px per image) can flip the sign of the
 # disparity, so the depth is not even first-order Gaussian. Far points above it still constrain
@@ -230,10 +230,7 @@ class StereoCamera:
         :meth:`invalid_codes`) get zeros and a zero gradient, never inf or NaN.
         """
         valid, u, v, d = self._safe_uvd(uvd, min_disparity)
-        z = self.fx * self.baseline / d
-        x = (u - self.cx) * (z / self.fx)
-        y = (v - self.cy) * (z / self.fy)
-        points = torch.stack([x, y, z], dim=-1)
+        points = _points_from_uvd(u, v, d, *self._params())
         return torch.where(valid[..., None], points, torch.zeros_like(points)), valid
 
     # ---------------------------------------------------------------------------------------
@@ -265,10 +262,7 @@ class StereoCamera:
         zeros where invalid, so those points drop out of a weighted cost.
         """
         valid, u, v, d = self._safe_uvd(uvd, min_disparity)
-        s2 = self._sigma(sigma_px, uvd) ** 2
-        K = self._jacobian_pixels_wrt_point(u, v, d)
-        W = (K.transpose(-1, -2) @ K) / s2[..., None, None]
-        W = 0.5 * (W + W.transpose(-1, -2))
+        W = _inverse_covariance(u, v, d, self._sigma(sigma_px, uvd), *self._params())
         return torch.where(valid[..., None, None], W, torch.zeros_like(W)), valid
 
     # ---------------------------------------------------------------------------------------
@@ -324,16 +318,74 @@ class StereoCamera:
         col_ur = torch.stack([x * inv_d, y * inv_d, z * inv_d], dim=-1)
         return torch.stack([col_ul, col_v, col_ur], dim=-1)
 
-    def _jacobian_pixels_wrt_point(self, u: Tensor, v: Tensor, d: Tensor) -> Tensor:
-        """``d(u_left, v, u_right) / d(x, y, z)``, ``(..., N, 3, 3)``, at the triangulated point.
+    def _params(self) -> tuple[float, float, float, float, float]:
+        return self.fx, self.fy, self.cx, self.cy, self.baseline
 
-        Rows: ``u_l = fx x/z + cx``, ``v = fy y/z + cy``, ``u_r = fx (x - B)/z + cx``; written in
-        pixel quantities, ``fx / z = d / B`` and ``x / z = (u - cx) / fx``.
-        """
-        B, fx, fy = self.baseline, self.fx, self.fy
-        a = d / B  # fx / z
-        zero = torch.zeros_like(d)
-        row_ul = torch.stack([a, zero, -a * (u - self.cx) / fx], dim=-1)
-        row_v = torch.stack([zero, a * fy / fx, -a * (v - self.cy) / fx], dim=-1)
-        row_ur = torch.stack([a, zero, -a * (u - d - self.cx) / fx], dim=-1)
-        return torch.stack([row_ul, row_v, row_ur], dim=-2)
+
+# -------------------------------------------------------------------------------------------
+# the inverse stereo model as functions of the camera parameters (floats or tensors)
+# -------------------------------------------------------------------------------------------
+def _points_from_uvd(u, v, d, fx, fy, cx, cy, B) -> Tensor:
+    """``z = fx B / d``, ``x = (u - cx) z / fx``, ``y = (v - cy) z / fy``: ``(..., N, 3)``."""
+    z = fx * B / d
+    return torch.stack([(u - cx) * (z / fx), (v - cy) * (z / fy), z], dim=-1)
+
+
+def _pixels_wrt_point(u, v, d, fx, fy, cx, cy, B) -> Tensor:
+    """``d(u_left, v, u_right) / d(x, y, z)``, ``(..., N, 3, 3)``, at the triangulated point.
+
+    Rows: ``u_l = fx x/z + cx``, ``v = fy y/z + cy``, ``u_r = fx (x - B)/z + cx``; written in
+    pixel quantities, ``fx / z = d / B`` and ``x / z = (u - cx) / fx``.
+    """
+    a = d / B  # fx / z
+    zero = torch.zeros_like(d * a)
+    row_ul = torch.stack([a + zero, zero, -a * (u - cx) / fx], dim=-1)
+    row_v = torch.stack([zero, a * fy / fx + zero, -a * (v - cy) / fx], dim=-1)
+    row_ur = torch.stack([a + zero, zero, -a * (u - d - cx) / fx], dim=-1)
+    return torch.stack([row_ul, row_v, row_ur], dim=-2)
+
+
+def _inverse_covariance(u, v, d, sigma: Tensor, fx, fy, cx, cy, B) -> Tensor:
+    """``K^T K / s^2`` with ``K = d(pixels) / d(point)``: ``(..., N, 3, 3)``, symmetrised."""
+    K = _pixels_wrt_point(u, v, d, fx, fy, cx, cy, B)
+    W = (K.transpose(-1, -2) @ K) / (sigma ** 2)[..., None, None]
+    return 0.5 * (W + W.transpose(-1, -2))
+
+
+def stereo_points(pixels: Tensor, intrinsics: Tensor,
+                  sigma_px: float | Tensor = 0.5) -> tuple[Tensor, Tensor]:
+    """Inverse stereo model, differentiable in the camera parameters (for calibration).
+
+    Args:
+        pixels: ``(..., N, 3)`` measurements ``(u_left, v, u_right)`` in pixels.
+        intrinsics: ``(5,)`` tensor ``[fx, fy, cx, cy, baseline]``; may require grad.
+        sigma_px: pixel noise std (float or broadcastable to ``(..., N)``).
+    Returns:
+        points ``(..., N, 3)`` in the left optical frame and their inverse covariances
+        ``(..., N, 3, 3)``: the same formulas as :meth:`StereoCamera.triangulate` and
+        :meth:`StereoCamera.inverse_covariance`, with gradients w.r.t. ``intrinsics``.
+    Raises:
+        ValueError: wrong shapes, non-finite values, or a non-positive disparity (a point at or
+            behind the camera, or left and right swapped).
+    """
+    if not isinstance(intrinsics, torch.Tensor) or intrinsics.shape != (5,):
+        shape = tuple(intrinsics.shape) if isinstance(intrinsics, torch.Tensor) else intrinsics
+        raise ValueError(f"intrinsics must be a (5,) tensor [fx, fy, cx, cy, baseline], got {shape}")
+    _check_uvd(pixels)
+    if not (torch.isfinite(pixels).all() and torch.isfinite(intrinsics).all()):
+        raise ValueError("pixels and intrinsics must be finite")
+    fx, fy, cx, cy, B = intrinsics.to(pixels.dtype).unbind()
+    if not bool((fx > 0) & (fy > 0) & (B > 0)):
+        raise ValueError(f"fx, fy and baseline must be positive, got {intrinsics.tolist()}")
+    u, v, ur = pixels.unbind(-1)
+    d = u - ur
+    if not bool((d > 0).all()):
+        n = int((d <= 0).sum())
+        raise ValueError(f"{n} measurement(s) with non-positive disparity u_left - u_right: a point "
+                         f"at or behind the camera, or left and right images swapped")
+    sigma = torch.as_tensor(sigma_px, dtype=pixels.dtype, device=pixels.device)
+    if not bool((torch.isfinite(sigma) & (sigma > 0)).all()):
+        raise ValueError("sigma_px must be positive and finite")
+    sigma = sigma.expand(d.shape)
+    points = _points_from_uvd(u, v, d, fx, fy, cx, cy, B)
+    return points, _inverse_covariance(u, v, d, sigma, fx, fy, cx, cy, B)
