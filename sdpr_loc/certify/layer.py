@@ -57,6 +57,9 @@ class _KKTFunction(torch.autograd.Function):
     def backward(ctx, grad_x):
         x, lam, mask, Q, A, e, V = ctx.saved_tensors
         H = lagrangian(Q, A, lam)
+        # masked (uncertified) items get no gradient: an identity Hessian keeps their solve regular
+        eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device).expand_as(H)
+        H = torch.where(mask.reshape(-1, 1, 1).to(torch.bool), H, eye)
         G = stationarity_rows(A, x)
         rel_tol = tangent_rtol(x.dtype)  # on squared singular values
         need_A = ctx.needs_input_grad[4]
