@@ -36,14 +36,19 @@ def build(teach: Path, frontend: str, model: str = "", every_m: float = 1.0, eve
 
     if poses not in POSES:
         raise ValueError(f"poses must be one of {POSES}, got {poses!r}")
-    with StereoBag(teach).require_frames() as bag:
+    if poses == "odometry":
+        from sdpr_loc.vision.frontend import make_frames
+
+        source = make_frames(frontend, "dense" if frontend == "network" else "keypoints", model, device)
+    else:
+        from sdpr_loc.vision.frontend import make_extractor
+
+        extract, _ = make_extractor(frontend, model_path=model, device=device)
+    with StereoBag(teach).require_frames() as bag:   # the model loads first: its errors come before the bar
         frames = tqdm(bag, total=len(bag), desc=f"map {teach.name} ({poses})", unit="frame", disable=not progress)
         if poses == "odometry":
-            kmap = teach_map(frames, frontend, model, every_m, every_deg, device)
+            kmap = teach_map(frames, source, every_m, every_deg, frontend)
         else:
-            from sdpr_loc.vision.frontend import make_extractor
-
-            extract, _ = make_extractor(frontend, model_path=model, device=device)
             kmap = build_map(frames, extract, every_m=every_m, every_deg=every_deg, frontend=frontend)
     if len(kmap) == 0:
         why = ("its frames need ground-truth poses and enough keypoints" if poses == "ground-truth"
@@ -52,14 +57,13 @@ def build(teach: Path, frontend: str, model: str = "", every_m: float = 1.0, eve
     return kmap
 
 
-def teach_map(frames, frontend: str = "network", model: str = "", every_m: float = 1.0,
-              every_deg: float = 10.0, device: str = "auto"):
-    """Keyframe map from certified odometry over ``frames`` (no ground truth used)."""
+def teach_map(frames, source, every_m: float = 1.0, every_deg: float = 10.0, frontend: str = "network"):
+    """Keyframe map from certified odometry over ``frames`` (no ground truth used); ``source`` is
+    :func:`sdpr_loc.vision.frontend.make_frames`'s (make_frame, matching config, description)."""
     from sdpr_loc.data.maps import KeyframeMap
-    from sdpr_loc.vision.frontend import make_frames
     from sdpr_loc.vision.tracker import Tracker, TrackerConfig
 
-    make_frame, cfg, _ = make_frames(frontend, "dense" if frontend == "network" else "keypoints", model, device)
+    make_frame, cfg, _ = source
     tracker = Tracker(TrackerConfig(mode="odometry", keyframe_distance=every_m, keyframe_angle=every_deg),
                       matching=cfg, record=True)
     for fr in frames:
