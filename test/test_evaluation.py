@@ -78,3 +78,29 @@ def test_summary_counts_unlocalized_frames_as_failures():
     s = summarize("m", res)
     assert s["success_rate"] == pytest.approx(2 / 3) and s["localized_rate"] == pytest.approx(2 / 3)
     assert s["median_trans_m"] == pytest.approx(0.05) and s["certified_of_localized"] == 1.0
+
+
+def test_map_from_odometry_localizes_through_its_keyframes(teach_bag, tmp_path):
+    """build-map --poses odometry uses no ground truth: its frame is the first camera's. eval, with
+    the teach bag, measures each pose through the keyframe it was localized against (anchors), so
+    the teach drive replayed against its own odometry map is localized almost exactly."""
+    from sdpr_loc.data.bags import StereoBag
+    from sdpr_loc.evaluation.localize import keyframe_anchors
+
+    map_path = tmp_path / "odo.npz"
+    assert cli(["build-map", "--teach", str(teach_bag), "--poses", "odometry", "--out", str(map_path),
+                "--device", "cpu"]) == 0
+    kmap = KeyframeMap.load(map_path)
+    assert len(kmap) >= 2 and kmap.frontend == "network"
+    assert np.allclose(kmap.poses[0], np.eye(4))                          # the odometry origin
+    with StereoBag(teach_bag) as bag:
+        idx = bag.index()
+    A = keyframe_anchors(kmap, idx.stamps, idx.poses)
+    assert np.allclose(A[0], idx.poses[0], atol=1e-9)                     # first keyframe = first frame
+    out = tmp_path / "eval"
+    assert cli(["eval", "--map", str(map_path), "--repeat", str(teach_bag), "--teach", str(teach_bag),
+                "--out", str(out), "--device", "cpu", "--methods", "learned-certified"]) == 0
+    row = _rows(out / "eval.csv")[0]
+    assert float(row["success_rate"]) >= 0.9 and float(row["median_trans_m"]) < 0.05
+    with pytest.raises(ValueError, match="not frames of the teach drive"):
+        keyframe_anchors(kmap, idx.stamps[1:], idx.poses[1:])
