@@ -301,14 +301,14 @@ def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: T
 
     if method == "svd":
         R, tc = weighted_svd(s0, t0, weights)
-        cert = _no_certificate(B, src, "svd baseline: no certificate")
+        cert = no_certificate(B, src, "svd baseline: no certificate")
     else:
         Q = cost_matrix(s0, t0, W)
         if method == "local":
             x = gauss_newton(Q.detach(), *initial_pose())
             # differentiable through the same KKT backward, but nothing proves it is the global optimum
             R, tc = pose_from_x(x)
-            cert = _no_certificate(B, src, "local method: no certificate requested")
+            cert = no_certificate(B, src, "local method: no certificate requested")
         else:
             kwargs = {}
             if method == "certified":
@@ -369,7 +369,8 @@ def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
                         certificate=cert.to_certificate(), cost=torch.tensor([cost], dtype=torch.float64))
 
 
-def _no_certificate(B: int, like: Tensor, why: str) -> Certificate:
+def no_certificate(B: int, like: Tensor, why: str) -> Certificate:
+    """A B-item certificate that holds nowhere, saying ``why`` (baselines, degenerate input)."""
     nan = torch.full((B,), float("nan"), dtype=like.dtype, device=like.device)
     return Certificate(certified=torch.zeros(B, dtype=torch.bool, device=like.device), min_eig=nan,
                        margin=nan.clone(), gap=nan.clone(), rank_ratio=nan.clone(),

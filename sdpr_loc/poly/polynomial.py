@@ -91,7 +91,7 @@ def as_number(v, what: str = "coefficient"):
     raise ValueError(f"{what} must be a real number, got {type(v).__name__}: {v!r}")
 
 
-def _is_number(v) -> bool:
+def is_number(v) -> bool:
     if isinstance(v, (bool, int, float, Fraction, np.integer, np.floating)):
         return True
     if getattr(v, "is_Number", False):
@@ -638,7 +638,7 @@ class Polynomial(_Arith):
     __rmul__ = __mul__
 
     def __truediv__(self, o):
-        if not _is_number(o):
+        if not is_number(o):
             return NotImplemented if not isinstance(o, _Arith) else _raise(
                 ValueError("can only divide a polynomial by a number"))
         d = as_number(o, "divisor")
@@ -718,7 +718,7 @@ def _sorted_monos(t: dict) -> list:
 
 
 def _affine_of(c) -> dict:
-    if _is_number(c):
+    if is_number(c):
         v = as_number(c)
         return {CONST: v} if v != 0 else {}
     p = as_polynomial(c)
@@ -731,7 +731,7 @@ def _affine_of(c) -> dict:
 def _maybe_poly(o):
     if isinstance(o, _Arith):
         return o.to_polynomial()
-    if _is_number(o):
+    if is_number(o):
         v = as_number(o)
         return Polynomial._raw({(): {CONST: v}} if v != 0 else {})
     return NotImplemented
@@ -764,7 +764,7 @@ def as_polynomial(obj, symbols: Mapping | None = None) -> Polynomial:
         return obj
     if isinstance(obj, _Arith):
         return obj.to_polynomial()
-    if _is_number(obj):
+    if is_number(obj):
         return _maybe_poly(obj)
     if hasattr(obj, "free_symbols") and hasattr(obj, "subs"):  # sympy expression
         if symbols is None:

@@ -23,7 +23,7 @@ from .decompose import sos_decomposition
 from .exact import check_gram_exact
 from .gram import Gram, pair_monomials, tri_position, upper_to_matrix
 from .newton import newton_half_basis, unique_rows
-from .polynomial import (CONST, Comparison, Indeterminate, Monomial, Polynomial, Variable, _is_number,
+from .polynomial import (CONST, Comparison, Indeterminate, Monomial, Polynomial, Variable, is_number,
                          allocate_variables, as_monomial, as_polynomial, exponents_up_to)
 from .relaxation import plan_blocks
 
@@ -212,7 +212,7 @@ class Program:
         """``lb <= expr <= ub`` for an affine expression, or a Comparison such as ``a[0] + a[1] <= 3``
         (or an iterable of them). lb == ub makes it an equality."""
         if isinstance(expr, Comparison) or (not isinstance(expr, (Polynomial, Variable, Indeterminate, Monomial))
-                                            and not _is_number(expr) and isinstance(expr, (Iterable, np.ndarray))):
+                                            and not is_number(expr) and isinstance(expr, (Iterable, np.ndarray))):
             if lb is not None or ub is not None:
                 raise ValueError("give either a Comparison (expr <= v) or expr with lb / ub, not both")
             items = [expr] if isinstance(expr, Comparison) else list(np.asarray(expr, dtype=object).reshape(-1))

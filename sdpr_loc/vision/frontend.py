@@ -2,7 +2,7 @@
 
 An extractor is ``extract(left, right, camera) -> StereoKeypoints`` (B = 1) on (H, W) float gray
 images in [0, 1]. The network front end imports torch models lazily and loads the checkpoint
-with ``sdpr_loc.training.checkpoint.load_network`` (weights only: a checkpoint cannot run code).
+with ``sdpr_loc.vision.weights.load_network`` (weights only: a checkpoint cannot run code).
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def make_frames(frontend: str = "network", matching: str = "dense", model_path: 
     extract, what = make_extractor(frontend, model_path, device, max_keypoints, max_disparity, sigma_px, min_ncc)
     cfg = LocalizerConfig()
     if frontend == "network":
-        from sdpr_loc.training.checkpoint import load_localizer_config
+        from sdpr_loc.vision.weights import load_localizer_config
 
         cfg = load_localizer_config(str(Path(model_path) if model_path else default_model_path())) or cfg
     return (lambda left, right, camera: KeypointFrame(extract(left, right, camera), cfg)), cfg, what
@@ -112,7 +112,7 @@ def load_model(model_path: str = "", device: str = "auto", max_disparity: int = 
     import dataclasses
 
     try:
-        from sdpr_loc.training.checkpoint import load_localizer_config, load_network
+        from sdpr_loc.vision.weights import load_localizer_config, load_network
         from sdpr_loc.vision.pipeline import LocalizerConfig
     except ImportError as err:
         raise ValueError(f"the network front end is unavailable in this install: {err}") from err

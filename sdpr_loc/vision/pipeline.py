@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sdpr_loc.certify import Certificate
-from sdpr_loc.geometry.registration import _no_certificate, ransac, register
+from sdpr_loc.geometry.registration import no_certificate, ransac, register
 
 from .keypoints import StereoKeypoints
 from .matching import as_cameras, hard_match, soft_match, stereo_match, stereo_points
@@ -244,7 +244,7 @@ class Localizer(nn.Module):
         T = torch.eye(4, dtype=src.dtype, device=src.device).repeat(B, 1, 1)
         idx = ok.nonzero().flatten()
         if len(idx) == 0:
-            return T, _no_certificate(B, src, _FEW), ok, w
+            return T, no_certificate(B, src, _FEW), ok, w
         s, t, ww, WW = src[idx], trg[idx], w[idx], W[idx]
         if robust:
             g = torch.Generator().manual_seed(self.generator_seed)
