@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .bags import BagError, BagIndex, StereoBag, StereoTopics, bag_checksum
+from sdpr_loc.geometry.se3 import rotation_angle_deg
 
 __all__ = ["PairDataset", "OdometryDataset", "load_index", "relative_pose", "rotation_angle_deg",
            "MissingGroundTruthError", "CameraMismatchError"]
@@ -49,12 +50,6 @@ def relative_pose(T_world_target: np.ndarray, T_world_source: np.ndarray) -> np.
     inv[..., :3, 3] = -(Rt @ t[..., None])[..., 0]
     inv[..., 3, 3] = 1.0
     return inv @ Ts
-
-
-def rotation_angle_deg(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
-    """Angle of ``R1^T R2`` in degrees (broadcasting over leading dims)."""
-    tr = np.einsum("...ij,...ij->...", R1, R2)  # trace(R1^T R2)
-    return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
 
 
 def _cache_key(bag: StereoBag) -> str:

@@ -10,7 +10,6 @@ descriptors: a map made with ORB cannot be matched against network descriptors.
 """
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import zipfile
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from sdpr_loc.errors import UserError
+from sdpr_loc.geometry.se3 import rotation_angle_deg
 from sdpr_loc.vision.keypoints import StereoKeypoints
 
 __all__ = ["KeyframeMap", "build_map", "MapError", "FORMAT_VERSION"]
@@ -31,11 +31,6 @@ FORMAT_VERSION = 1
 
 class MapError(UserError, ValueError):
     """A map file that cannot be used (missing arrays, inconsistent shapes, bad poses)."""
-
-
-def _rotation_angle(R: np.ndarray) -> np.ndarray:
-    c = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.arccos(np.clip(c, -1.0, 1.0))
 
 
 @dataclass
@@ -143,7 +138,7 @@ class KeyframeMap:
             raise MapError("the map has no keyframes")
         T = np.asarray(T_prior, dtype=np.float64)
         dt = np.linalg.norm(self.poses[:, :3, 3] - T[:3, 3], axis=1)
-        dr = _rotation_angle(self.poses[:, :3, :3].transpose(0, 2, 1) @ T[:3, :3])
+        dr = np.radians(rotation_angle_deg(self.poses[:, :3, :3], T[:3, :3]))
         return np.argsort(dt + metres_per_rad * dr, kind="stable")[: max(1, int(k))]
 
     def _signatures(self) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +241,7 @@ def build_map(frames: Iterable[Any], extractor: Callable[..., StereoKeypoints], 
         T = np.asarray(fr.pose, dtype=np.float64)
         if last is not None:
             moved = np.linalg.norm(T[:3, 3] - last[:3, 3])
-            turned = math.degrees(float(_rotation_angle(last[:3, :3].T @ T[:3, :3])))
+            turned = rotation_angle_deg(last[:3, :3], T[:3, :3])
             if moved < every_m and turned < every_deg:
                 continue
         kp = extractor(fr.left, fr.right, fr.camera)

@@ -27,6 +27,7 @@ import numpy as np
 from sdpr_loc.data.dataset import MissingGroundTruthError
 from sdpr_loc.data.maps import KeyframeMap, MapError
 from sdpr_loc.errors import UsageError
+from sdpr_loc.geometry.se3 import rotation_angle_deg
 from sdpr_loc.vision.frontend import make_frames
 from sdpr_loc.vision.tracker import Tracker, TrackerConfig
 
@@ -56,8 +57,7 @@ class FrameResult:
         if self.T is None:
             return float("inf"), float("inf")
         E = np.linalg.inv(self.T_gt) @ self.T
-        c = np.clip((np.trace(E[:3, :3]) - 1) / 2, -1.0, 1.0)
-        return float(np.linalg.norm(E[:3, 3])), float(np.degrees(np.arccos(c)))
+        return float(np.linalg.norm(E[:3, 3])), rotation_angle_deg(E[:3, :3])
 
 
 def check_method(name: str) -> tuple[str, str, str]:
