@@ -1,5 +1,6 @@
-"""End to end over DDS with separate processes: `sdpr-loc launch localize` starts the nodes, a
-synthetic stereo stream (published here, or played from a rosbag2 by `sdpr-loc play`) goes in,
+"""End to end over DDS with separate processes: `sdpr-loc launch keypoints` starts the keypoint
+pipeline (ORB keypoint_node + registration_node; the learned localization_node is tested in
+test_nodes_localization.py), a synthetic stereo stream (published here, or played from a rosbag2 by `sdpr-loc play`) goes in,
 certified poses come out with the images' stamps and near the ground truth, `sdpr-loc record`
 writes them to a bag, and SIGINT shuts everything down cleanly."""
 import os
@@ -72,7 +73,7 @@ def test_stream_in_certified_poses_out(probe):
 
     room, cam = StereoRoom(seed=7), default_camera()
     frames = list(room.frames(18, cam, start_ns=T0, rate_hz=5))
-    launch = _cli("launch", "localize", "use_gpu:=false")
+    launch = _cli("launch", "keypoints", "use_gpu:=false")
     try:
         pub, out = StereoPublisher(probe), OutputListener(probe)
         _wait(lambda: _nodes_up(probe) or launch.poll() is not None, 60, "the nodes")
@@ -124,7 +125,7 @@ def test_map_mode_play_and_record(tmp_path, probe):
                              rng=np.random.default_rng(1)))
     bag = tmp_path / "night.mcap"
     write_stereo_bag(bag, night)
-    launch = _cli("launch", "localize", f"map:={map_path}", "use_gpu:=false")
+    launch = _cli("launch", "keypoints", f"map:={map_path}", "use_gpu:=false")
     rec = None
     try:
         _wait(lambda: _nodes_up(probe) or launch.poll() is not None, 60, "the nodes")
