@@ -77,6 +77,32 @@ class DenseFrame:
     def descriptor_dim(self) -> int:
         return int(self.dense.shape[0])
 
+    MAX_CORRELATIONS = 1 << 24  # correlation entries held at once by match()
+
+    def _peaks(self, descriptors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Best pixel of each of m descriptors (m, D): cosine ``best (m,)``, ``unique (m,)`` (ratio
+        test) and sub-pixel ``uv (m, 2)``."""
+        D, H, W = self.dense.shape
+        M, dev = descriptors.shape[0], self.dense.device
+        corr = descriptors.to(dev, self.dense.dtype) @ self.dense.reshape(D, H * W)   # (m, HW)
+        best, arg = corr.max(-1)
+        bu, bv = arg % W, torch.div(arg, W, rounding_mode="floor")
+        # second best: the best pixel outside the peak's (2 radius + 1)^2 neighbourhood
+        r = torch.arange(-self.radius, self.radius + 1, device=dev)
+        nu = (bu[:, None, None] + r[None, None, :]).clamp(0, W - 1)
+        nv = (bv[:, None, None] + r[None, :, None]).clamp(0, H - 1)
+        second = corr.scatter(1, (nv * W + nu).reshape(M, -1), -2.0).max(-1).values
+        dist = lambda s: torch.sqrt((2 - 2 * s).clamp_min(0))  # noqa: E731 (unit vectors)
+        unique = dist(best) < self.ratio * dist(second)
+        # sub-pixel: soft-argmax (the training temperature) over the peak's window
+        w = torch.arange(-self.window, self.window + 1, device=dev)
+        U = (bu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
+        V = (bv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
+        lin = (V * W + U).reshape(M, -1)
+        p = torch.softmax(corr.gather(1, lin) / self.config.match_temperature, -1)
+        uv = torch.stack([(p * U.reshape(M, -1)).sum(-1), (p * V.reshape(M, -1)).sum(-1)], -1)
+        return best, unique, uv
+
     def match(self, descriptors: Tensor) -> DenseMatches:
         """Live correspondences of map keypoints with unit ``descriptors (M, D)``."""
         D, H, W = self.dense.shape
@@ -86,25 +112,13 @@ class DenseFrame:
         if M == 0:
             z = np.zeros
             return DenseMatches(z((0, 2)), z((0, 3)), z((0, 3, 3)), z(0), z(0, dtype=bool))
-        cfg, dev = self.config, self.dense.device
+        cfg = self.config
         with torch.inference_mode():
-            corr = descriptors.to(dev, self.dense.dtype) @ self.dense.reshape(D, H * W)   # (M, HW)
-            best, arg = corr.max(-1)
-            bu, bv = arg % W, torch.div(arg, W, rounding_mode="floor")
-            # second best: the best pixel outside the peak's (2 radius + 1)^2 neighbourhood
-            r = torch.arange(-self.radius, self.radius + 1, device=dev)
-            nu = (bu[:, None, None] + r[None, None, :]).clamp(0, W - 1)
-            nv = (bv[:, None, None] + r[None, :, None]).clamp(0, H - 1)
-            second = corr.scatter(1, (nv * W + nu).reshape(M, -1), -2.0).max(-1).values
-            dist = lambda s: torch.sqrt((2 - 2 * s).clamp_min(0))  # noqa: E731 (unit vectors)
-            unique = dist(best) < self.ratio * dist(second)
-            # sub-pixel: soft-argmax (the training temperature) over the peak's window
-            w = torch.arange(-self.window, self.window + 1, device=dev)
-            U = (bu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
-            V = (bv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
-            lin = (V * W + U).reshape(M, -1)
-            p = torch.softmax(corr.gather(1, lin) / cfg.match_temperature, -1)
-            uv = torch.stack([(p * U.reshape(M, -1)).sum(-1), (p * V.reshape(M, -1)).sum(-1)], -1)[None].float()
+            # (chunk, H W) correlations at a time: (M, H W) at once would be gigabytes at 1242x375
+            step = max(1, self.MAX_CORRELATIONS // (H * W))
+            parts = [self._peaks(descriptors[i:i + step]) for i in range(0, M, step)]
+            best, unique, uv = (torch.cat(x) for x in zip(*parts))
+            uv = uv[None].float()
             st = stereo_match(self.network, self.left, uv, self.right, int(cfg.max_disparity),
                               cfg.stereo_temperature, int(cfg.disparity_window), cfg.min_stereo_similarity,
                               int(cfg.stereo_levels))
