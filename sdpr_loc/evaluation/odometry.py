@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 
 __all__ = ["METHODS", "OdomFrame", "run_odometry", "summarize", "segment_lengths", "kitti_errors",
-           "relative_errors", "disparity_range"]
+           "relative_errors", "disparity_range", "distances"]
 
 METHODS = ("orb-certified", "orb-svd", "learned-certified", "opencv-pnp")
 
@@ -215,7 +215,7 @@ def run_odometry(method: str, frames: Iterable, model_path: str = "", device: st
 # ------------------------------------------------------------------------------------------------
 # metrics
 # ------------------------------------------------------------------------------------------------
-def _distances(poses: np.ndarray) -> np.ndarray:
+def distances(poses: np.ndarray) -> np.ndarray:
     """Cumulative path length (N,) of (N, 4, 4) poses."""
     steps = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1)
     return np.concatenate([[0.0], np.cumsum(steps)])
@@ -236,7 +236,7 @@ def kitti_errors(gt: np.ndarray, est: np.ndarray, lengths: list[float]) -> tuple
     over the first frame at least L further along the ground-truth path; returns mean translation
     error in % of L, mean rotation error in deg/100 m, and the number of segments. ``est`` rows
     with NaN (no pose) are skipped."""
-    dist = _distances(gt)
+    dist = distances(gt)
     t_err, r_err = [], []
     ok = ~np.isnan(est[:, 0, 0])
     for i in np.flatnonzero(ok):
@@ -275,7 +275,7 @@ def summarize(name: str, results: list[OdomFrame]) -> dict:
     est = _estimates(results)
     rep = ~np.isnan(est[:, 0, 0])
     last = int(np.flatnonzero(rep)[-1])
-    dist = _distances(gt)
+    dist = distances(gt)
     drift = 100.0 * float(np.linalg.norm(est[last, :3, 3] - gt[last, :3, 3]) / max(dist[last], 1e-9))
     rpe = relative_errors(gt, est)
     lengths = segment_lengths(float(dist[-1]))

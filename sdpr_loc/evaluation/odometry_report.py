@@ -1,12 +1,12 @@
 """Table, CSV and PNG of an odometry evaluation (``sdpr-loc eval --odometry``)."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from .odometry import OdomFrame, _distances
+from .odometry import OdomFrame, distances
+from .report import save_figure, write_csv_pair
 
 COLUMNS = ("method", "frames", "path_m", "reported_rate", "drift_pct", "rpe_trans_median_m", "rpe_trans_p90_m",
            "rpe_rot_median_deg", "rpe_rot_p90_deg", "t_rel_pct", "r_rel_deg_per_100m", "segment_lengths_m",
@@ -29,23 +29,16 @@ def table(rows: list[dict]) -> str:
 
 def write_csv(path: Path, rows: list[dict], per_frame: dict[str, list[OdomFrame]]) -> tuple[Path, Path]:
     """``path`` (one row per method) and ``<stem>_frames.csv`` (one row per frame and method)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    frames = path.with_name(path.stem + "_frames.csv")
-    with open(frames, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["method", "stamp_ns", "reported", "certified", "inliers", "x", "y", "z", "gt_x", "gt_y",
-                    "gt_z", "ms", "reason"])
+    def frame_rows():
         for name, results in per_frame.items():
             for r in results:
                 p = r.T[:3, 3] if r.T is not None else [float("nan")] * 3
-                w.writerow([name, r.stamp_ns, int(r.T is not None), int(r.certified), r.inliers, *p,
-                            *r.T_gt[:3, 3], f"{r.ms:.2f}", r.reason])
-    return path, frames
+                yield [name, r.stamp_ns, int(r.T is not None), int(r.certified), r.inliers, *p,
+                       *r.T_gt[:3, 3], f"{r.ms:.2f}", r.reason]
+
+    header = ["method", "stamp_ns", "reported", "certified", "inliers", "x", "y", "z", "gt_x", "gt_y",
+              "gt_z", "ms", "reason"]
+    return write_csv_pair(path, COLUMNS, rows, header, frame_rows())
 
 
 def _ground_plane(gt_xyz: np.ndarray) -> np.ndarray:
@@ -67,7 +60,7 @@ def plot(path: Path, per_frame: dict[str, list[OdomFrame]], title: str = "") -> 
     gt = np.stack([r.T_gt for r in first])
     axes = _ground_plane(gt[:, :3, 3])
     o = gt[0, :3, 3]
-    dist = _distances(gt)
+    dist = distances(gt)
     fig, ax = plt.subplots(1, 2, figsize=(13, 5))
     g2 = (gt[:, :3, 3] - o) @ axes
     ax[0].plot(g2[:, 0], g2[:, 1], "k-", lw=2, label="ground truth")
@@ -81,11 +74,4 @@ def plot(path: Path, per_frame: dict[str, list[OdomFrame]], title: str = "") -> 
     ax[0].axis("equal"); ax[0].legend(fontsize=8); ax[0].set_title("top-down trajectories")
     ax[1].set_xlabel("distance travelled [m]"); ax[1].set_ylabel("position error [m]")
     ax[1].legend(fontsize=8); ax[1].set_title("error over distance")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
