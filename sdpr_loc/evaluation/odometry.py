@@ -103,17 +103,17 @@ class _DenseOdometry:
 
         cfg = dataclasses.replace(self.cfg, max_disparity=disparity_range(fr.camera))
         live = DenseFrame(self.network, fr.left, fr.right, fr.camera, cfg)
-        out = (None, False, 0, "first frame: odometry origin")
         if self.prev is None:
-            out = (self.T_prev, False, 0, out[3])
+            out = (self.T_prev, False, 0, "first frame: odometry origin")
         else:
             kmap = KeyframeMap.from_keyframes([(self.T_prev, 0, self.prev.keypoints)], frontend="network")
             tracker = Tracker(TrackerConfig(mode="map", map_candidates=1), kmap)
             tracker.last_T = self.T_prev
             out = _tracker_step(tracker, live, fr.stamp_ns, dense=True)
-            if out[0] is not None:
-                self.T_prev = out[0]
-        self.prev = live  # the next frame matches this one's keypoints (or re-anchors on it)
+            if out[0] is None:  # no pose: the next frame is matched against the last posed one
+                return out
+            self.T_prev = out[0]
+        self.prev = live
         return out
 
 
@@ -148,8 +148,9 @@ class _PnpOdometry:
 
         cam = fr.camera
         cur = self._frame(fr)
-        prev, self.prev = self.prev, cur
+        prev = self.prev
         if prev is None:
+            self.prev = cur
             return self.T, False, 0, "first frame: odometry origin"
         kps0, d0, disp0 = prev
         kps1, d1, _ = cur
@@ -179,6 +180,7 @@ class _PnpOdometry:
         T_cur_prev = np.eye(4)
         T_cur_prev[:3, :3], T_cur_prev[:3, 3] = cv2.Rodrigues(rvec)[0], tvec[:, 0]
         self.T = self.T @ np.linalg.inv(T_cur_prev)
+        self.prev = cur  # only a posed frame becomes the reference of the next one
         return self.T, False, int(len(inl)), ""
 
 
