@@ -41,12 +41,16 @@ def write_csv(path: Path, rows: list[dict], per_frame: dict[str, list[OdomFrame]
     return write_csv_pair(path, COLUMNS, rows, header, frame_rows())
 
 
-def _ground_plane(gt_xyz: np.ndarray) -> np.ndarray:
-    """(3, 2) axes of the drive's ground plane: the two principal directions of the ground-truth
-    positions (x-z for KITTI's camera frame, x-y for the z-up synthetic worlds)."""
-    c = gt_xyz - gt_xyz.mean(0)
-    _, _, Vt = np.linalg.svd(c, full_matrices=False) if len(c) > 1 else (None, None, np.eye(3))
-    return Vt[:2].T
+def _ground_plane(gt: np.ndarray) -> np.ndarray:
+    """(3, 2) top-down axes of a drive from its ground-truth poses (N, 4, 4): the cameras' mean
+    down axis (optical y) is the plane's normal; axis 1 is the mean viewing direction in the
+    plane, axis 2 = axis 1 x down (to the left)."""
+    down = gt[:, :3, 1].mean(0)
+    down /= np.linalg.norm(down)
+    fwd = gt[:, :3, 2].mean(0)
+    fwd = fwd - down * (fwd @ down)
+    fwd /= max(np.linalg.norm(fwd), 1e-12)
+    return np.stack([fwd, np.cross(fwd, down)], 1)
 
 
 def plot(path: Path, per_frame: dict[str, list[OdomFrame]], title: str = "") -> Path:
@@ -58,7 +62,7 @@ def plot(path: Path, per_frame: dict[str, list[OdomFrame]], title: str = "") -> 
 
     first = next(iter(per_frame.values()))
     gt = np.stack([r.T_gt for r in first])
-    axes = _ground_plane(gt[:, :3, 3])
+    axes = _ground_plane(gt)
     o = gt[0, :3, 3]
     dist = distances(gt)
     fig, ax = plt.subplots(1, 2, figsize=(13, 5))
@@ -70,7 +74,7 @@ def plot(path: Path, per_frame: dict[str, list[OdomFrame]], title: str = "") -> 
         ax[0].plot(e2[:, 0], e2[:, 1], ".-", ms=3, lw=1, color=f"C{k}", label=name)
         err = np.linalg.norm(est - gt[:, :3, 3], axis=1)
         ax[1].plot(dist, err, ".-", ms=3, lw=1, color=f"C{k}", label=name)
-    ax[0].set_xlabel("along principal axis 1 [m]"); ax[0].set_ylabel("principal axis 2 [m]")
+    ax[0].set_xlabel("forward (start heading) [m]"); ax[0].set_ylabel("left [m]")
     ax[0].axis("equal"); ax[0].legend(fontsize=8); ax[0].set_title("top-down trajectories")
     ax[1].set_xlabel("distance travelled [m]"); ax[1].set_ylabel("position error [m]")
     ax[1].legend(fontsize=8); ax[1].set_title("error over distance")
