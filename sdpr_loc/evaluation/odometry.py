@@ -14,6 +14,8 @@ ground truth):
 
 A frame whose method gives no trusted pose reports none (``T = None``) and the chain continues
 from the last reported pose. Metrics (:func:`summarize`) use ground truth only for scoring.
+The Tracker is called through :func:`_tracker_step` only (learned-certified: the previous frame
+as a one-keyframe map, ``process_dense``), so a change of its API is adapted in one place.
 """
 from __future__ import annotations
 
