@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "polymin-fit": ("sdpr_loc.examples.polymin_fit", "paper example 1: learn where a polynomial's global minimum is"),
     "stereo-cal": ("sdpr_loc.examples.stereo_cal", "paper example 2: tune stereo camera parameters through certified localization"),
     "make-bag": ("sdpr_loc.data.make_bag", "render a synthetic stereo drive to a rosbag2 file"),
+    "import-kitti": ("sdpr_loc.data.import_kitti", "import a KITTI stereo folder (odometry or raw layout) as a rosbag2"),
     "launch": ("sdpr_loc.nodes.launch_cli", "start the ROS 2 nodes of a launch (pip twin of ros2 launch)"),
     "play": ("sdpr_loc.nodes.play", "publish a rosbag2's topics at the recorded rate"),
     "record": ("sdpr_loc.nodes.record", "record ROS 2 topics to a rosbag2 file"),

@@ -173,3 +173,23 @@ def test_cuda_dense_matching_agrees_with_cpu(setup):
     both = a.valid & b.valid
     assert both.sum() >= 0.8 * a.valid.sum()
     assert np.median(np.linalg.norm(a.uv[both] - b.uv[both], axis=1)) < 0.25
+
+def test_matching_in_chunks_equals_matching_at_once(setup):
+    """match() bounds its correlation memory (1242x375 frames) by matching keypoints in chunks;
+    the result must not depend on the chunk size."""
+    network, cfg, frames = setup
+    fr = frames[1]
+    live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
+    _, _, desc = _valid(DenseFrame(network, frames[0].left, frames[0].right, frames[0].camera, cfg).keypoints)
+    whole = live.match(desc)
+    H, W = fr.left.shape
+    live.MAX_CORRELATIONS = 7 * H * W      # chunks of 7 keypoints (the last one shorter)
+    parts = live.match(desc)
+    assert len(desc) > 7 and len(desc) % 7
+    # float32 products blocked differently differ in the last bits; the 0.02 soft-argmax temperature
+    # turns that into ~1e-3 px: equal up to that, never a different peak
+    assert (parts.valid == whole.valid).mean() > 0.99
+    np.testing.assert_allclose(parts.similarity, whole.similarity, atol=1e-5)
+    np.testing.assert_allclose(parts.uv, whole.uv, atol=0.01)
+    both = parts.valid & whole.valid
+    np.testing.assert_allclose(parts.points[both], whole.points[both], rtol=1e-3, atol=1e-3)

@@ -1,4 +1,9 @@
-"""`sdpr-loc eval`: localize a repeat drive against a map with each method; table, CSV and PNG."""
+"""`sdpr-loc eval`: localize a repeat drive against a map with each method; table, CSV and PNG.
+
+``sdpr-loc eval --odometry drive.mcap --methods orb-certified,opencv-pnp --out DIR`` runs stereo
+odometry over one drive instead (``evaluation/odometry.py``): odometry.csv, odometry_frames.csv,
+odometry.png.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +12,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .localize import METHODS
+from .odometry import METHODS as ODOMETRY_METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--map", required=True, type=Path, help="map of the teach drive (sdpr-loc build-map)")
-    parser.add_argument("--repeat", required=True, type=Path, help="repeat drive with ground truth")
-    parser.add_argument("--methods", default="learned-certified,learned-svd,orb-ransac",
-                        help=f"comma list from {', '.join(METHODS)}")
+    parser.add_argument("--map", type=Path, help="map of the teach drive (sdpr-loc build-map)")
+    parser.add_argument("--repeat", type=Path, help="repeat drive with ground truth")
+    parser.add_argument("--odometry", type=Path,
+                        help="instead of --map/--repeat: odometry over this drive (with ground truth)")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma list from {', '.join(METHODS)} (map; default learned-certified,"
+                             f"learned-svd,orb-ransac) or {', '.join(ODOMETRY_METHODS)} (--odometry; default all)")
+    parser.add_argument("--features", type=int, default=2000, help="--odometry: ORB features per frame (2000)")
     parser.add_argument("--teach", type=Path, help="teach drive: builds the ORB map for orb-ransac, and "
                         "anchors a map made from odometry to the drive's ground truth (errors are "
                         "measured through the keyframe each pose was localized against)")
@@ -38,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from .localize import check_map, check_method, keyframe_anchors, run_method
     from .report import plot, summarize, table, write_csv
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.odometry is not None:
+        return run_odometry_eval(args)
+    if args.map is None or args.repeat is None:
+        raise SystemExit("sdpr-loc eval: pass --map and --repeat (localization) or --odometry DRIVE")
+    methods = [m.strip() for m in (args.methods or "learned-certified,learned-svd,orb-ransac").split(",")
+               if m.strip()]
     for m in methods:
         check_method(m)
     maps = {"network": KeyframeMap.load(args.map)}
@@ -77,5 +92,32 @@ def run(args: argparse.Namespace) -> int:
     any_map = next(iter(maps.values()))
     png = plot(args.out / "eval.png", per_frame, any_map.poses[:, :2, 3],
                title=f"{args.repeat.name} vs map {args.map.name}")
+    print(f"wrote {csv_path}, {frames_csv}, {png}")
+    return 0
+
+
+def run_odometry_eval(args: argparse.Namespace) -> int:
+    """Odometry of one drive with each method: table, odometry.csv, odometry_frames.csv, odometry.png."""
+    from sdpr_loc.data.bags import StereoBag
+
+    from .odometry import run_odometry, summarize
+    from .odometry_report import plot, table, write_csv
+
+    methods = [m.strip() for m in (args.methods or ",".join(ODOMETRY_METHODS)).split(",") if m.strip()]
+    bad = [m for m in methods if m not in ODOMETRY_METHODS]
+    if bad:
+        raise SystemExit(f"sdpr-loc eval: unknown odometry method(s) {bad}; choose from {', '.join(ODOMETRY_METHODS)}")
+    per_frame = {}
+    with StereoBag(args.odometry) as bag:
+        if not bag.has_pose:
+            raise SystemExit(f"sdpr-loc eval: {args.odometry} has no ground-truth pose topic")
+        for m in methods:
+            with tqdm(total=len(bag), desc=m, unit="frame") as bar:
+                per_frame[m] = run_odometry(m, bag, model_path=args.model, device=args.device,
+                                            n_features=args.features, progress=bar)
+    rows = [summarize(m, r) for m, r in per_frame.items()]
+    print(table(rows))
+    csv_path, frames_csv = write_csv(args.out / "odometry.csv", rows, per_frame)
+    png = plot(args.out / "odometry.png", per_frame, title=f"odometry on {args.odometry.name}")
     print(f"wrote {csv_path}, {frames_csv}, {png}")
     return 0

@@ -46,26 +46,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(path: Path, rows: list[dict], per_frame: dict[str, list[FrameResult]]) -> tuple[Path, Path]:
-    """<path> (one row per method) and <path stem>_frames.csv (one row per frame and method)."""
+def write_csv_pair(path: Path, columns, rows: list[dict], frame_header: list[str], frame_rows) -> tuple[Path, Path]:
+    """``path`` (one row per method, ``columns``) and ``<path stem>_frames.csv`` (``frame_header``,
+    then ``frame_rows``, an iterable of lists)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w = csv.DictWriter(fh, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
     frames_path = path.with_name(path.stem + "_frames.csv")
     with open(frames_path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["method", "stamp_ns", "localized", "certified", "inliers", "trans_err_m", "rot_err_deg",
-                    "x", "y", "z", "gt_x", "gt_y", "gt_z", "ms", "reason"])
+        w.writerow(frame_header)
+        w.writerows(frame_rows)
+    return path, frames_path
+
+
+def write_csv(path: Path, rows: list[dict], per_frame: dict[str, list[FrameResult]]) -> tuple[Path, Path]:
+    """<path> (one row per method) and <path stem>_frames.csv (one row per frame and method)."""
+    def frame_rows():
         for name, results in per_frame.items():
             for r in results:
                 et, er = r.errors()
                 p = r.T[:3, 3] if r.T is not None else [float("nan")] * 3
-                w.writerow([name, r.stamp_ns, int(r.localized), int(r.certified), r.inliers, et, er, *p,
-                            *r.T_gt[:3, 3], f"{r.ms:.2f}", r.reason])
-    return path, frames_path
+                yield [name, r.stamp_ns, int(r.localized), int(r.certified), r.inliers, et, er, *p,
+                       *r.T_gt[:3, 3], f"{r.ms:.2f}", r.reason]
+
+    header = ["method", "stamp_ns", "localized", "certified", "inliers", "trans_err_m", "rot_err_deg",
+              "x", "y", "z", "gt_x", "gt_y", "gt_z", "ms", "reason"]
+    return write_csv_pair(path, COLUMNS, rows, header, frame_rows())
 
 
 def plot(path: Path, per_frame: dict[str, list[FrameResult]], map_xy: np.ndarray | None = None,
@@ -93,6 +103,13 @@ def plot(path: Path, per_frame: dict[str, list[FrameResult]], map_xy: np.ndarray
     ax[1].axhline(SUCCESS_M, color="k", ls=":", lw=1, label="success threshold 0.25 m")
     ax[1].set_xlabel("repeat frame"); ax[1].set_ylabel("translation error [m] (10 m = not localized)")
     ax[1].legend(fontsize=8); ax[1].set_title("error over time")
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig, path: Path, title: str = "") -> Path:
+    """Title, tight layout, PNG at ``path`` (folders made), figure closed."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()

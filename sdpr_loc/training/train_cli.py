@@ -12,6 +12,13 @@ Examples::
 
 The i-th ``--teach`` bag pairs with the i-th ``--repeat`` bag (same world, ground truth in one
 frame). Without ``--val-teach/--val-repeat`` the last ``val_fraction`` of the pairs validates.
+
+Real drives have no teach/repeat pair: ``--odometry BAG ...`` trains on consecutive frames of each
+bag instead (frame i is the keyframe, frame i + ``--stride`` the live frame; ground truth needed),
+e.g. imported KITTI sequences; ``--val-odometry`` bags validate::
+
+    sdpr-loc train --odometry kitti00.mcap --val-odometry kitti01.mcap --init-from models/keypoints.pt
+
 """
 from __future__ import annotations
 
@@ -29,9 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="ROS parameter file with trainer_node.ros__parameters (default: the "
                              "package's config/train.yaml; a file may set only some keys)")
-    parser.add_argument("--teach", nargs="+", required=True, type=Path, help="teach (keyframe) bag(s)")
-    parser.add_argument("--repeat", nargs="+", required=True, type=Path,
-                        help="repeat (live) bag(s), one per --teach bag")
+    parser.add_argument("--teach", nargs="+", type=Path, help="teach (keyframe) bag(s)")
+    parser.add_argument("--repeat", nargs="+", type=Path, help="repeat (live) bag(s), one per --teach bag")
+    parser.add_argument("--odometry", nargs="+", type=Path, default=None,
+                        help="instead of --teach/--repeat: consecutive-frame pairs of these bags")
+    parser.add_argument("--val-odometry", nargs="+", type=Path, default=None,
+                        help="validation bag(s) of consecutive-frame pairs")
+    parser.add_argument("--stride", type=int, default=1, help="--odometry: frames between the pair (1)")
     parser.add_argument("--val-teach", nargs="+", type=Path, default=None, help="validation teach bag(s)")
     parser.add_argument("--val-repeat", nargs="+", type=Path, default=None, help="validation repeat bag(s)")
     parser.add_argument("--out", type=Path, default=Path("runs/train"),
@@ -66,10 +77,30 @@ def _pairs(teach: list[Path], repeat: list[Path], data, cache_dir: Path):
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
 
+def _odometry_pairs(bags: list[Path], stride: int, cache_dir: Path):
+    from sdpr_loc.data.dataset import OdometryDataset
+
+    sets = [OdometryDataset(b, stride=stride, cache_dir=cache_dir) for b in bags]
+    empty = [str(b) for b, s in zip(bags, sets) if len(s) == 0]
+    if empty:
+        raise ValueError(f"no consecutive-frame pairs with ground truth (stride {stride}) in: {empty}")
+    return sets[0] if len(sets) == 1 else ConcatDataset(sets)
+
+
 def build_datasets(args, params):
     """(train, val) datasets from the bag arguments; val may be None."""
     cache = args.cache_dir or args.out / "cache"
-    full = _pairs(args.teach, args.repeat, params.data, cache)
+    odometry = getattr(args, "odometry", None)
+    if odometry and (args.teach or args.repeat):
+        raise ValueError("pass either --odometry or --teach/--repeat, not both")
+    if not odometry and not (args.teach and args.repeat):
+        raise ValueError("pass --teach and --repeat bags, or --odometry bags")
+    if odometry:
+        full = _odometry_pairs(odometry, args.stride, cache)
+        if args.val_odometry:
+            return full, _odometry_pairs(args.val_odometry, args.stride, cache)
+    else:
+        full = _pairs(args.teach, args.repeat, params.data, cache)
     if args.val_teach or args.val_repeat:
         val = _pairs(args.val_teach or [], args.val_repeat or [], params.data, cache)
         return full, val

@@ -126,9 +126,16 @@ class DenseFrame:
                 getattr(out, name)[take] = getattr(got, name)
         return out
 
+    MAX_CORRELATIONS = 1 << 24  # correlation entries held at once by the exhaustive search
+
     def _exhaustive(self, descriptors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(uv (M, 2), best cosine (M,), unique (M,)) over every pixel."""
+        """(uv (M, 2), best cosine (M,), unique (M,)) over every pixel, in chunks of descriptors so
+        large images (KITTI: 1242 x 375) keep the correlation matrix bounded."""
         D, H, W = self.dense.shape
+        n = max(1, self.MAX_CORRELATIONS // (H * W))
+        if descriptors.shape[0] > n:
+            parts = [self._exhaustive(descriptors[k:k + n]) for k in range(0, descriptors.shape[0], n)]
+            return tuple(torch.cat(x) for x in zip(*parts))
         M = descriptors.shape[0]
         cfg, dev = self.config, self.dense.device
         with torch.inference_mode():
