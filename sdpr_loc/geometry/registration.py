@@ -354,23 +354,26 @@ def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
     wsum = max(float(wc.sum()), np.finfo(np.float64).tiny)
     cs, ct = (wc @ s) / wsum, (wc @ tg) / wsum
     s0, t0 = s - cs, tg - ct
+    # unit RMS spread, exactly as the batched path (same Q, same certificate)
+    spread = float(np.sqrt((wc * ((s0 ** 2).sum(-1) + (t0 ** 2).sum(-1))).sum() / (2 * wsum)))
+    sc = spread if spread > 1e-9 else 1.0
     if init is not None:
         if not isinstance(init, torch.Tensor) or init.shape != (1, 4, 4):
             raise ValueError(f"init must have shape (B, 4, 4) = {(1, 4, 4)}")
         T0 = init[0].detach().double().numpy()
-        R0, tr0 = T0[:3, :3], T0[:3, 3] + T0[:3, :3] @ cs - ct  # centred frame
+        R0, tr0 = T0[:3, :3], (T0[:3, 3] + T0[:3, :3] @ cs - ct) / sc  # centred, scaled frame
     else:
-        R0, tr0 = one.weighted_svd_one(s0, t0, wc)
-    Q = one.cost_matrix_one(s0, t0, W)
-    scale = max(float(np.linalg.norm(Q)), np.finfo(np.float64).tiny)
-    Qs = Q / scale
+        R0, tr0 = one.weighted_svd_one(s0 / sc, t0 / sc, wc)
+    Q = one.cost_matrix_one(s0 / sc, t0 / sc, W * sc ** 2)
+    qn = max(float(np.linalg.norm(Q)), np.finfo(np.float64).tiny)
+    Qs = Q / qn
     x = one.gauss_newton_one(Qs, R0, tr0)
     layer = _layer(True, "clarabel", "mask")
     cert = certify_one(Qs, x, layer.template_arrays, default_tol(torch.float64), layer.min_margin)
     if cert is None or not cert.certified:
         return None
     R = x[1:10].reshape(3, 3, order="F")
-    t = x[10:] + ct - R @ cs
+    t = x[10:] * sc + ct - R @ cs
     e = tg - (s @ R.T + t)
     cost = np.einsum("ni,nij,nj->", e, W, e)
     return Registration(R=torch.from_numpy(R.copy()).unsqueeze(0), t=torch.from_numpy(t).unsqueeze(0),
