@@ -101,6 +101,7 @@ def test_build_map_and_eval_on_non_standard_size(odd_bag, tmp_path):
     assert float(r["localized_rate"]) == 1.0 and float(r["median_trans_m"]) < 0.05
 
 
-def test_eval_odometry_rejects_unknown_method(odd_bag, tmp_path):
-    with pytest.raises(SystemExit, match="unknown odometry method"):
-        cli(["eval", "--odometry", str(odd_bag), "--methods", "magic", "--out", str(tmp_path)])
+def test_eval_odometry_rejects_unknown_method(odd_bag, tmp_path, capsys):
+    assert cli(["eval", "--odometry", str(odd_bag), "--methods", "magic", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sdpr-loc eval: error:") and "unknown odometry method" in err[0]

@@ -14,8 +14,9 @@ ground truth):
 
 A frame whose method gives no trusted pose reports none (``T = None``) and the chain continues
 from the last reported pose. Metrics (:func:`summarize`) use ground truth only for scoring.
-The Tracker is called through :func:`_tracker_step` only (learned-certified: the previous frame
-as a one-keyframe map, ``process_dense``), so a change of its API is adapted in one place.
+The Tracker is called through :func:`_tracker_step` only, with a keypoint frame (ORB) or a dense
+frame (learned: the previous keyframe's keypoints found in the live dense descriptors, guided by
+the constant-velocity prior), so a change of its API is adapted in one place.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
+
+from sdpr_loc.geometry.se3 import rotation_angle_deg
 
 __all__ = ["METHODS", "OdomFrame", "run_odometry", "summarize", "segment_lengths", "kitti_errors",
            "relative_errors", "disparity_range", "distances"]
@@ -52,18 +55,14 @@ def disparity_range(camera, nearest_m: float = 3.0, minimum: int = 64) -> int:
     return int(max(minimum, math.ceil(camera.fx * camera.baseline / nearest_m)))
 
 
-def _angle_deg(R: np.ndarray) -> float:
-    return math.degrees(math.acos(max(-1.0, min(1.0, (float(np.trace(R)) - 1.0) / 2.0))))
-
-
 # ------------------------------------------------------------------------------------------------
 # per-method frame-to-frame steps
 # ------------------------------------------------------------------------------------------------
-def _tracker_step(tracker, observation, stamp_ns: int, dense: bool):
+def _tracker_step(tracker, frame, stamp_ns: int):
     """THE adapter to :class:`~sdpr_loc.vision.tracker.Tracker`'s public API (one place to adapt).
 
     Returns (T_parent_camera or None, certified, inliers, reason)."""
-    res = tracker.process_dense(observation, stamp_ns) if dense else tracker.process(observation, stamp_ns)
+    res = tracker.process(frame, stamp_ns)
     ok = res.T is not None and res.trusted
     return (res.T if ok else None), bool(res.certified and ok), int(res.inliers), res.reason
 
@@ -82,41 +81,31 @@ class _OrbOdometry:
 
         kp = orb_keypoints(fr.left, fr.right, fr.camera, n_features=self.n_features,
                            max_disparity=disparity_range(fr.camera))
-        return _tracker_step(self.tracker, kp, fr.stamp_ns, dense=False)
+        return _tracker_step(self.tracker, kp, fr.stamp_ns)
 
 
 class _DenseOdometry:
-    """The previous frame as a one-keyframe map, its network keypoints found in the live frame's
-    dense descriptors (the trained task)."""
+    """Frame to frame with dense frames: the previous frame's network keypoints found in the live
+    frame's dense descriptors (the trained task), through the same Tracker as orb-certified."""
 
     def __init__(self, model_path: str, device: str, T0: np.ndarray):
         from sdpr_loc.vision.frontend import load_model
 
         self.network, self.cfg, _ = load_model(model_path, device)
-        self.prev = None
-        self.T_prev = T0
+        self.T0, self.tracker = T0, None
 
     def __call__(self, fr):
         import dataclasses
 
-        from sdpr_loc.data.maps import KeyframeMap
         from sdpr_loc.vision.dense import DenseFrame
         from sdpr_loc.vision.tracker import Tracker, TrackerConfig
 
         cfg = dataclasses.replace(self.cfg, max_disparity=disparity_range(fr.camera))
-        live = DenseFrame(self.network, fr.left, fr.right, fr.camera, cfg)
-        if self.prev is None:
-            out = (self.T_prev, False, 0, "first frame: odometry origin")
-        else:
-            kmap = KeyframeMap.from_keyframes([(self.T_prev, 0, self.prev.keypoints)], frontend="network")
-            tracker = Tracker(TrackerConfig(mode="map", map_candidates=1), kmap)
-            tracker.last_T = self.T_prev
-            out = _tracker_step(tracker, live, fr.stamp_ns, dense=True)
-            if out[0] is None:  # no pose: the next frame is matched against the last posed one
-                return out
-            self.T_prev = out[0]
-        self.prev = live
-        return out
+        if self.tracker is None:   # every frame becomes the next keyframe, as the other methods
+            self.tracker = Tracker(TrackerConfig(mode="odometry", keyframe_distance=0.0),
+                                   initial_pose=self.T0, matching=cfg)
+        return _tracker_step(self.tracker, DenseFrame(self.network, fr.left, fr.right, fr.camera, cfg),
+                             fr.stamp_ns)
 
 
 class _PnpOdometry:
@@ -250,7 +239,7 @@ def kitti_errors(gt: np.ndarray, est: np.ndarray, lengths: list[float]) -> tuple
                 continue
             E = np.linalg.inv(np.linalg.inv(gt[i]) @ gt[j]) @ (np.linalg.inv(est[i]) @ est[j])
             t_err.append(np.linalg.norm(E[:3, 3]) / L)
-            r_err.append(_angle_deg(E[:3, :3]) / L)
+            r_err.append(rotation_angle_deg(E[:3, :3]) / L)
     if not t_err:
         return float("nan"), float("nan"), 0
     return 100.0 * float(np.mean(t_err)), 100.0 * float(np.mean(r_err)), len(t_err)
@@ -263,7 +252,7 @@ def relative_errors(gt: np.ndarray, est: np.ndarray) -> np.ndarray:
         if np.isnan(est[i, 0, 0]) or np.isnan(est[i - 1, 0, 0]):
             continue
         E = np.linalg.inv(np.linalg.inv(gt[i - 1]) @ gt[i]) @ (np.linalg.inv(est[i - 1]) @ est[i])
-        out.append((np.linalg.norm(E[:3, 3]), _angle_deg(E[:3, :3])))
+        out.append((np.linalg.norm(E[:3, 3]), rotation_angle_deg(E[:3, :3])))
     return np.asarray(out, dtype=np.float64).reshape(-1, 2)
 
 
