@@ -156,7 +156,7 @@ def test_user_errors_are_one_line_with_exit_2(f, tmp_path, capsys, command, args
 @pytest.mark.parametrize("command,args", [
     ("eval", ["--map"]), ("play", ["--rate", "fast", "x.mcap"]), ("polymin-fit", ["--steps", "many"]),
     ("make-bag", ["--out", "x.mcap", "--fx", "-1"]), ("demo", ["--teach", "noon"]),
-    ("record", ["--storage", "zip", "-o", "x"]), ("launch", ["nowhere"]), ("train", []), ("build-map", []),
+    ("record", ["--storage", "zip", "-o", "x"]), ("launch", ["nowhere"]), ("train", ["--teach"]), ("build-map", []),
 ])
 def test_bad_arguments_exit_2_with_usage(capsys, command, args):
     """argparse's own report (usage + one error line), exit 2, for every command."""

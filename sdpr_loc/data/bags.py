@@ -444,7 +444,7 @@ def write_stereo_bag(path: str | os.PathLike, frames: Iterable[StereoFrame], *,
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
-        _remove_bag(path)
+        remove_bag(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -508,7 +508,7 @@ def _sized(camera: StereoCamera, shape: tuple[int, int]) -> StereoCamera:
     return replace(camera, width=w, height=h)
 
 
-def _remove_bag(path: Path) -> None:
+def remove_bag(path: Path) -> None:
     """Remove an existing bag at ``path``, refusing anything that does not look like one."""
     if path.is_dir() and not path.is_symlink():
         if not (path / "metadata.yaml").exists():

@@ -60,9 +60,9 @@ def import_kitti(root, out, sequence=None, layout="auto", cameras="gray", scale=
                       desc=f"import {Path(root).name}", file=sys.stderr)
         n = write_stereo_bag(tmp, frames, encoding=drive.encoding)
         if out.exists() or out.is_symlink():
-            from .bags import _remove_bag
+            from .bags import remove_bag
 
-            _remove_bag(out)
+            remove_bag(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)

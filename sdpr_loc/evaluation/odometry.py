@@ -123,9 +123,9 @@ class _PnpOdometry:
     def _frame(self, fr):
         import cv2
 
-        from sdpr_loc.vision.classical import _as_uint8
+        from sdpr_loc.vision.classical import as_uint8
 
-        L, R = _as_uint8(fr.left, "left"), _as_uint8(fr.right, "right")
+        L, R = as_uint8(fr.left, "left"), as_uint8(fr.right, "right")
         kps, desc = self.orb.detectAndCompute(L, None)
         nd = 16 * int(math.ceil(disparity_range(fr.camera) / 16))
         sgbm = cv2.StereoSGBM_create(minDisparity=0, numDisparities=nd, blockSize=5, P1=8 * 25, P2=32 * 25,

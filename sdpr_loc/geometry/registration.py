@@ -291,7 +291,7 @@ def register(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: T
     # drives (points 3-80 m away) that squeezed the certificate margin below tolerance. A constant
     # change of variables t' = t / scale: certificates and KKT gradients carry over exactly.
     spread = ((wc * (s0.detach().pow(2).sum(-1) + t0.detach().pow(2).sum(-1))).sum(1) / (2 * wsum[:, 0])).sqrt()
-    scale = torch.where(spread > 1e-9, spread, torch.ones_like(spread))[:, None]
+    scale = spread.clamp_min(1.0)[:, None]   # only shrink: sub-metre problems stay as they were
 
     if init is not None:
         if not isinstance(init, torch.Tensor) or init.shape != (B, 4, 4):
@@ -356,7 +356,7 @@ def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
     s0, t0 = s - cs, tg - ct
     # unit RMS spread, exactly as the batched path (same Q, same certificate)
     spread = float(np.sqrt((wc * ((s0 ** 2).sum(-1) + (t0 ** 2).sum(-1))).sum() / (2 * wsum)))
-    sc = spread if spread > 1e-9 else 1.0
+    sc = max(spread, 1.0)
     if init is not None:
         if not isinstance(init, torch.Tensor) or init.shape != (1, 4, 4):
             raise ValueError(f"init must have shape (B, 4, 4) = {(1, 4, 4)}")

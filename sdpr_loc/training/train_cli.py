@@ -83,7 +83,7 @@ def _odometry_pairs(bags: list[Path], stride: int, cache_dir: Path):
     sets = [OdometryDataset(b, stride=stride, cache_dir=cache_dir) for b in bags]
     empty = [str(b) for b, s in zip(bags, sets) if len(s) == 0]
     if empty:
-        raise ValueError(f"no consecutive-frame pairs with ground truth (stride {stride}) in: {empty}")
+        raise UsageError(f"no consecutive-frame pairs with ground truth (stride {stride}) in: {empty}")
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
 
@@ -92,9 +92,9 @@ def build_datasets(args, params):
     cache = args.cache_dir or args.out / "cache"
     odometry = getattr(args, "odometry", None)
     if odometry and (args.teach or args.repeat):
-        raise ValueError("pass either --odometry or --teach/--repeat, not both")
+        raise UsageError("pass either --odometry or --teach/--repeat, not both")
     if not odometry and not (args.teach and args.repeat):
-        raise ValueError("pass --teach and --repeat bags, or --odometry bags")
+        raise UsageError("pass --teach and --repeat bags, or --odometry bags")
     if odometry:
         full = _odometry_pairs(odometry, args.stride, cache)
         if args.val_odometry:

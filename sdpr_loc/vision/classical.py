@@ -26,7 +26,8 @@ __all__ = ["orb_keypoints", "match_along_rows", "DESCRIPTOR_DIM"]
 DESCRIPTOR_DIM = 256
 
 
-def _as_uint8(img: np.ndarray, name: str) -> np.ndarray:
+def as_uint8(img: np.ndarray, name: str) -> np.ndarray:
+    """Gray (H, W) image as uint8 for OpenCV (floats in [0, 1] are scaled); ValueError naming ``name``."""
     img = np.asarray(img)
     if img.ndim != 2:
         raise ValueError(f"{name} must be an (H, W) gray image, got shape {img.shape}")
@@ -105,7 +106,7 @@ def orb_keypoints(left: np.ndarray, right: np.ndarray, camera: StereoCamera,
     """
     import cv2
 
-    L, R = _as_uint8(left, "left"), _as_uint8(right, "right")
+    L, R = as_uint8(left, "left"), as_uint8(right, "right")
     if L.shape != R.shape:
         raise ValueError(f"left {L.shape} and right {R.shape} images differ in size")
     H, W = L.shape
