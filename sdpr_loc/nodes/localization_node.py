@@ -26,6 +26,7 @@ from .params import declare
 from .pose_output import PoseOutputs, parse_extrinsic
 from .runtime import Worker, run
 from .stereo_input import FrameError, StereoInput
+from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig, TrackResult
 
 NAME = "localization_node"
@@ -126,6 +127,7 @@ class LocalizationNode(Node):
         network_ms = 1e3 * (time.perf_counter() - t0)
         res = self.tracker.process(frame, stamp)
         publish = res.T is not None and (res.certified or (self.publish_uncertified and res.trusted))
+        publish = publish and publishable(res.integrity, self.p["publish_integrity"])
         if publish:
             self.out.publish(res, frame_id)
         self._certificate(res, frame_id, publish, {"frontend_ms": network_ms,

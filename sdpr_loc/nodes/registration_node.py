@@ -26,6 +26,7 @@ from . import convert, pointcloud
 from .params import declare
 from .pose_output import PoseOutputs
 from .runtime import Worker, run
+from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackerConfig, TrackResult
 
 NAME = "registration_node"
@@ -103,6 +104,7 @@ class RegistrationNode(Node):
             return
         res = self.tracker.process(kp, stamp)
         publish = res.T is not None and (res.certified or self.publish_uncertified)
+        publish = publish and publishable(res.integrity, self.p["publish_integrity"])
         if publish:
             self.out.publish(res, msg.header.frame_id or "camera")
         self._certificate(res, msg.header.frame_id, published=publish)
