@@ -23,14 +23,11 @@ from collections import deque
 import numpy as np
 
 from sdpr_loc.geometry.se3 import hat_np, so3_log_np
-from sdpr_loc.vision.integrity import FAIL, PASS, WARNING
+from sdpr_loc.vision.integrity import FAIL, PASS, STATISTICS, WARNING
 
 from . import convert
 
-__all__ = ["PoseOutputs", "parse_extrinsic", "move_covariance", "INTEGRITY_STATS"]
-
-INTEGRITY_STATS = ("chi2", "chi2_dof", "chi2_p", "inlier_ratio", "innovation", "innovation_p", "agreement",
-                   "agreement_m", "position_std")
+__all__ = ["PoseOutputs", "parse_extrinsic", "move_covariance"]
 
 
 def parse_extrinsic(values) -> np.ndarray | None:
@@ -136,7 +133,7 @@ class PoseOutputs:
             "keypoints": res.keypoints, "solve_time_ms": res.solve_ms, "keyframe": res.keyframe,
             "new_keyframe": bool(res.new_keyframe), "method": res.method, "search": res.search,
             "integrity": res.integrity, "integrity_reasons": "; ".join(res.integrity_reasons),
-            **{k: res.integrity_stats.get(k, float("nan")) for k in INTEGRITY_STATS},
+            **{k: res.integrity_stats.get(k, float("nan")) for k in STATISTICS},
             **values, "stamp_ns": res.stamp_ns}
         message = res.reason or ("certified" if res.certified else "no pose")
         level = res.level

@@ -6,7 +6,8 @@ Publishes, stamped like the keypoints (i.e. like the images):
   min_eig, inliers, matches, solve time; level OK (certified), WARN (pose found but not
   certified, or frame skipped), ERROR (no pose: too few keypoints/matches/inliers, bad message);
 * ``pose`` (geometry_msgs/PoseWithCovarianceStamped), ``odom`` (nav_msgs/Odometry) and ``path``
-  (nav_msgs/Path) for certified frames only, unless ``publish_uncertified`` is true. The pose is
+  (nav_msgs/Path) for certified frames only, unless ``publish_uncertified`` is true, and only
+  when the integrity verdict is no worse than ``publish_integrity`` (default WARN). The pose is
   T_parent_camera of the left optical frame (parent: ``map_frame`` or ``odom_frame``); its
   covariance is the inverse Gauss-Newton Hessian of the registration cost at the optimum.
 
