@@ -10,8 +10,9 @@ and records the keyframes, written as a map on ``~/save_map`` (std_srvs/Trigger)
 Subscribes ``stereo/{left,right}/image_rect`` and ``stereo/{left,right}/camera_info``
 (sensor-data QoS, keep-last 1). Publishes ``pose``, ``odom``, ``path`` and ``certificate``
 (:mod:`sdpr_loc.nodes.pose_output`), stamped like the images; a pose whose integrity verdict is
-worse than ``publish_integrity`` (default WARN: FAIL) is not published, its certificate says why. With ``camera_to_base`` the pose is
-the base's (``base_frame``), else the left camera optical frame's. Pairs go to one worker thread
+worse than ``publish_integrity`` (default WARN: FAIL) is not published, its certificate says why.
+With ``camera_to_base`` the pose is the base's (``base_frame``), else the left camera optical
+frame's. Pairs go to one worker thread
 through a one-slot newest-wins queue: the executor only stashes messages.
 """
 from __future__ import annotations

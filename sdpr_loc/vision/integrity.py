@@ -61,7 +61,8 @@ class IntegrityConfig:
     alpha_fail, alpha_warn: consistency p-value below which a pose FAILs / WARNs (false-alarm
         probability on correct matches with the modelled noise).
     min_inliers, min_inlier_ratio: support below these FAILs.
-    innovation_alpha: innovation p-value (chi-square, 6 dof) below which the pose WARNs.
+    innovation_alpha, innovation_alpha_fail: innovation p-value (chi-square, 6 dof) below which
+        the pose WARNs / FAILs.
     agreement_m: another trusted candidate keyframe's pose farther than this (m) WARNs.
     max_position_std: calibrated 1-sigma position uncertainty above this (m) FAILs.
     """
@@ -73,13 +74,14 @@ class IntegrityConfig:
     min_inliers: int = 15
     min_inlier_ratio: float = 0.0
     innovation_alpha: float = 1e-3
+    innovation_alpha_fail: float = 0.0
     agreement_m: float = 1.0
     max_position_std: float = float("inf")
 
     def __post_init__(self) -> None:
         if not (self.noise_scale > 0 and self.cov_scale > 0):
             raise ValueError("noise_scale and cov_scale must be positive")
-        for name in ("alpha_fail", "alpha_warn", "innovation_alpha"):
+        for name in ("alpha_fail", "alpha_warn", "innovation_alpha", "innovation_alpha_fail"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.alpha_fail > self.alpha_warn:
@@ -191,7 +193,7 @@ def assess(s: dict, cfg: IntegrityConfig) -> tuple[str, list[str]]:
     if ok("inlier_ratio") and s["inlier_ratio"] < cfg.min_inlier_ratio:
         fail.append(f"support: inlier ratio {s['inlier_ratio']:.2f} < {cfg.min_inlier_ratio:.2f}")
     if ok("innovation_p") and s["innovation_p"] < cfg.innovation_alpha:
-        warn.append(f"innovation: {s['innovation']:.1f} from the motion prediction (6 dof, p "
+        (fail if s["innovation_p"] < cfg.innovation_alpha_fail else warn).append(f"innovation: {s['innovation']:.1f} from the motion prediction (6 dof, p "
                     f"{s['innovation_p']:.1e})")
     if ok("agreement_m") and s["agreement_m"] > cfg.agreement_m:
         warn.append(f"agreement: another keyframe's pose is {s['agreement_m']:.2f} m away")
