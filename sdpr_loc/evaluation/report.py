@@ -109,12 +109,7 @@ def plot(path: Path, per_frame: dict[str, list[FrameResult]], map_xy: np.ndarray
     ax[1].legend(fontsize=8); ax[1].set_title("error over time")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_integrity(path: Path, per_frame: dict[str, list[FrameResult]], stat: str = MAIN_STAT) -> Path:
@@ -137,6 +132,12 @@ def plot_integrity(path: Path, per_frame: dict[str, list[FrameResult]], stat: st
         ax.axhline(1.0, color="k", ls="--", lw=1, label="1 m")
         ax.set_xlabel(stat), ax.set_ylabel("translation error [m]"), ax.set_title(name)
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

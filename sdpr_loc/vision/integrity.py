@@ -54,7 +54,7 @@ class IntegrityConfig:
     """Integrity thresholds and covariance calibration (see the module docstring).
 
     noise_scale: variance of the matches' residuals over the stereo model's (estimated on the
-        validation worlds: the mean of cost / dof of correct certified poses). The chi-square
+        validation worlds: the median ratio of the cost to its gated mean over correct poses). The chi-square
         statistic is cost / noise_scale; the Laplace covariance is multiplied by it.
     cov_scale: further inflation of the published covariance for errors the per-match model
         cannot see (correlated matching and depth errors; from the validation NEES).
