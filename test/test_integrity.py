@@ -152,7 +152,7 @@ def test_certified_but_inconsistent_or_wrong_poses_fail_integrity():
 
     clean = run(keypoint_frames(noise=(1.0, 1.0, 1.0, 1.0)))[1:]
     assert all(r.certified and r.integrity == "OK" for r in clean), [r.integrity_reasons for r in clean]
-    noisy = run(keypoint_frames(noise=(1.0, 1.0, 1.5)))[-1]
+    noisy = run(keypoint_frames(K=240, noise=(1.0, 1.0, 1.5)))[-1]
     assert noisy.certified and noisy.integrity == "FAIL"
     assert any(w.startswith("consistency") for w in noisy.integrity_reasons), noisy.integrity_reasons
     facade = np.arange(0, 120, 2)[:70]                      # 60 of 120 matches, plus ...
