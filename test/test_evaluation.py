@@ -48,7 +48,15 @@ def test_build_map_and_eval_ground_truth_perfect_case(teach_bag, tmp_path):
     frames = _rows(out / "eval_frames.csv")
     assert len(frames) == len(methods) * 14
     assert all(math.isfinite(float(f["trans_err_m"])) for f in frames if f["localized"] == "1")
+    # integrity: localized means published (never a FAIL pose); NEES of every trusted pose
+    assert all(f["integrity"] in ("OK", "WARN", "FAIL") for f in frames)
+    assert not any(f["localized"] == "1" and f["integrity"] == "FAIL" for f in frames)
+    cert = [f for f in frames if f["method"] == "learned-certified" and f["localized"] == "1"]
+    assert cert and all(float(f["nees"]) >= 0 for f in cert)
+    assert int(rows["learned-certified"]["published_over_1m"]) == 0
+    assert float(rows["learned-certified"]["mean_nees"]) == pytest.approx(np.mean([float(f["nees"]) for f in cert]))
     assert (out / "eval.png").stat().st_size > 10_000
+    assert (out / "eval_integrity.png").stat().st_size > 10_000
 
 
 def test_eval_rejects_unknown_method_and_missing_orb_map(teach_bag, tmp_path, capsys):
@@ -104,3 +112,18 @@ def test_map_from_odometry_localizes_through_its_keyframes(teach_bag, tmp_path):
     assert float(row["success_rate"]) >= 0.9 and float(row["median_trans_m"]) < 0.05
     with pytest.raises(ValueError, match="not frames of the teach drive"):
         keyframe_anchors(kmap, idx.stamps[1:], idx.poses[1:])
+
+
+def test_summary_integrity_columns():
+    """A withheld (FAIL) pose is not localized but counts for the ungated success; NEES averages
+    over published poses only."""
+    T = np.eye(4)
+    far = np.eye(4)
+    far[0, 3] = 3.0
+    res = [FrameResult(0, T, T, True, True, 50, 1.0, "", integrity="OK", nees=4.0),
+           FrameResult(1, T, T, False, True, 50, 1.0, "", integrity="FAIL", nees=100.0),
+           FrameResult(2, T, far, True, True, 50, 1.0, "", integrity="WARN", nees=8.0)]
+    s = summarize("m", res)
+    assert s["published_over_1m"] == 1 and s["mean_nees"] == pytest.approx(6.0)
+    assert s["success_rate"] == pytest.approx(1 / 3) and s["success_ungated"] == pytest.approx(2 / 3)
+    assert s["published_missed"] == pytest.approx(0.5)

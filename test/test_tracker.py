@@ -118,7 +118,8 @@ def test_descriptor_mismatch_with_map(drive):
 
 
 def test_covariance_is_the_inverse_half_hessian():
-    """cov = (H/2)^-1 with H the finite-difference Hessian of the cost in (position, rotation)."""
+    """cov = k (H/2)^-1 with H the finite-difference Hessian of the cost in (position, rotation)
+    and k the integrity calibration's covariance factor."""
     g = torch.Generator().manual_seed(4)
     K = 60
     src = (torch.rand(K, 3, generator=g, dtype=torch.float64) * torch.tensor([8, 4, 10.0]) +
@@ -161,5 +162,5 @@ def test_covariance_is_the_inverse_half_hessian():
         for j in range(6):
             ei, ej = np.eye(6)[i] * h, np.eye(6)[j] * h
             H[i, j] = (cost(ei + ej) - cost(ei - ej) - cost(-ei + ej) + cost(-ei - ej)) / (4 * h * h)
-    ref = np.linalg.inv(H / 2)
+    ref = np.linalg.inv(H / 2) * tr.config.integrity.covariance_factor   # calibrated noise level
     assert np.allclose(r.covariance, ref, rtol=0.05, atol=1e-3 * np.abs(ref).max())

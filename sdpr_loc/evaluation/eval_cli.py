@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search", default="guided", choices=("guided", "exhaustive"),
                         help="dense matching with a pose prior: windows around the predicted pixels "
                              "(guided, what the nodes run) or every pixel (exhaustive)")
+    parser.add_argument("--publish-integrity", default="WARN", choices=("OK", "WARN", "FAIL"),
+                        help="worst integrity verdict counted as localized (published), as the nodes' "
+                             "publish_integrity (default WARN: FAIL poses are withheld)")
     parser.add_argument("--kidnapped", action="store_true",
                         help="no prior for the first frame: it must relocalize by place signature")
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .build_map_cli import build
     from .localize import check_map, check_method, keyframe_anchors, run_method
-    from .report import plot, summarize, table, write_csv
+    from .report import plot, plot_integrity, summarize, table, write_csv
 
     if args.odometry is not None:
         return run_odometry_eval(args)
@@ -85,14 +88,16 @@ def run(args: argparse.Namespace) -> int:
                 per_frame[m] = run_method(m, maps[METHODS[m][0]], bag, model_path=args.model,
                                           device=args.device, progress=bar, prior=not args.kidnapped,
                                           tracker_config=TrackerConfig(guided=args.search == "guided"),
-                                          anchors=None if anchors is None else anchors[METHODS[m][0]])
+                                          anchors=None if anchors is None else anchors[METHODS[m][0]],
+                                          publish_integrity=args.publish_integrity)
     rows = [summarize(m, r) for m, r in per_frame.items()]
     print(table(rows))
     csv_path, frames_csv = write_csv(args.out / "eval.csv", rows, per_frame)
     any_map = next(iter(maps.values()))
     png = plot(args.out / "eval.png", per_frame, any_map.poses[:, :2, 3],
                title=f"{args.repeat.name} vs map {args.map.name}")
-    print(f"wrote {csv_path}, {frames_csv}, {png}")
+    ipng = plot_integrity(args.out / "eval_integrity.png", per_frame)
+    print(f"wrote {csv_path}, {frames_csv}, {png}, {ipng}")
     return 0
 
 

@@ -15,11 +15,15 @@ previous accepted poses; the first frame's prior is its ground truth unless kidn
 vehicle repeating a taught route would; dense matching searches windows around the predicted
 pixels (``TrackerConfig.guided``; exhaustive when there is no prediction). Offline, every candidate
 keyframe is tried and the registration with the most inliers is kept.
+
+A frame counts as localized when its pose would be published: trusted (certified for the certified
+methods) and an integrity verdict (:mod:`sdpr_loc.vision.integrity`) no worse than
+``publish_integrity`` (default WARN: FAIL poses are not published, as in the nodes).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -29,6 +33,7 @@ from sdpr_loc.data.maps import KeyframeMap, MapError
 from sdpr_loc.errors import UsageError
 from sdpr_loc.geometry.se3 import rotation_angle_deg
 from sdpr_loc.vision.frontend import make_frames
+from sdpr_loc.vision.integrity import WARNING, nees, publishable
 from sdpr_loc.vision.tracker import Tracker, TrackerConfig
 
 METHODS = {  # name: (front end, matching, registration)
@@ -41,7 +46,12 @@ METHODS = {  # name: (front end, matching, registration)
 
 @dataclass
 class FrameResult:
-    """One repeat frame: estimate T_map_camera (None when not localized) against ground truth."""
+    """One repeat frame: estimate T (world frame; None when no trusted pose) against ground truth.
+
+    localized: the pose is published (trusted and integrity allowed); T is kept for trusted poses
+    that integrity withheld too (what no integrity gate would have published). nees: of T with
+    its published ``covariance`` (ROS order, world frame) against ground truth.
+    """
 
     stamp_ns: int
     T_gt: np.ndarray
@@ -51,6 +61,10 @@ class FrameResult:
     inliers: int
     ms: float
     reason: str
+    integrity: str = "FAIL"
+    nees: float = float("nan")
+    covariance: np.ndarray | None = None
+    stats: dict = field(default_factory=dict)
 
     def errors(self) -> tuple[float, float]:
         """(translation m, rotation deg); inf when not localized."""
@@ -96,9 +110,18 @@ def check_map(name: str, kmap: KeyframeMap, where: str = "the map") -> None:
                        f"{kmap.frontend!r} (sdpr-loc build-map --frontend {frontend})")
 
 
+def world_covariance(cov: np.ndarray, A: np.ndarray | None) -> np.ndarray:
+    """ROS-ordered pose covariance in the map frame -> the world frame of anchor ``A`` (position and
+    fixed-axis rotation errors both turn with A's rotation)."""
+    if A is None:
+        return cov
+    M = np.kron(np.eye(2), A[:3, :3])
+    return M @ cov @ M.T
+
+
 def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str = "", device: str = "cpu",
                tracker_config: TrackerConfig | None = None, progress=None, prior: bool = True,
-               anchors: np.ndarray | None = None) -> list[FrameResult]:
+               anchors: np.ndarray | None = None, publish_integrity: str = WARNING) -> list[FrameResult]:
     """Localize ``frames`` (StereoFrame with ground-truth pose) against ``kmap`` with method ``name``.
 
     prior: the first frame starts from its ground-truth pose (a vehicle starting where the route
@@ -106,7 +129,9 @@ def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str =
     anchors: :func:`keyframe_anchors` (maps not built from ground truth); poses are compared with
     ground truth through the keyframe they were measured against. The first frame's prior then
     goes the other way, through the keyframe nearest its true pose.
+    publish_integrity: worst integrity verdict counted as localized (published).
     """
+    publishable("OK", publish_integrity)   # a bad value fails before any work
     frontend, matching, registration = check_method(name)
     check_map(name, kmap)
     make_frame, matching_config, _ = make_frames(frontend, matching, model_path=model_path, device=device)
@@ -132,11 +157,18 @@ def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str =
         res = tracker.process(make_frame(fr.left, fr.right, fr.camera), fr.stamp_ns)
         ms = 1e3 * (time.perf_counter() - t0)
         ok = res.T is not None and res.trusted
-        T = res.T
-        if ok and anchors is not None and res.keyframe >= 0:
-            T = anchors[res.keyframe] @ T
-        out.append(FrameResult(stamp_ns=int(fr.stamp_ns), T_gt=T_gt, T=T if ok else None, localized=ok,
-                               certified=bool(res.certified), inliers=int(res.inliers), ms=ms, reason=res.reason))
+        T, cov, e = res.T, res.covariance, float("nan")
+        if ok:
+            A = anchors[res.keyframe] if anchors is not None and res.keyframe >= 0 else None
+            T = T if A is None else A @ T
+            cov = world_covariance(cov, A)
+            e = nees(T, cov, T_gt)
+        reason = "; ".join([res.reason] + res.integrity_reasons) if res.integrity_reasons else res.reason
+        out.append(FrameResult(stamp_ns=int(fr.stamp_ns), T_gt=T_gt, T=T if ok else None,
+                               localized=ok and publishable(res.integrity, publish_integrity),
+                               certified=bool(res.certified), inliers=int(res.inliers), ms=ms, reason=reason,
+                               integrity=res.integrity, nees=e, covariance=cov if ok else None,
+                               stats=dict(res.integrity_stats)))
         if progress is not None:
             progress.update(1)
     return out

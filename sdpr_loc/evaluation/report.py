@@ -6,16 +6,23 @@ from pathlib import Path
 
 import numpy as np
 
+from sdpr_loc.vision.integrity import STATISTICS as STATS, VERDICTS
+
 from .localize import FrameResult
 
 SUCCESS_M, SUCCESS_DEG = 0.25, 2.0
 COLUMNS = ("method", "frames", "success_rate", "localized_rate", "certified_rate",
            "certified_of_localized", "median_trans_m", "p90_trans_m", "median_rot_deg", "p90_rot_deg",
-           "ms_per_frame")
+           "ms_per_frame", "published_over_1m", "published_missed", "mean_nees", "success_ungated")
+MAIN_STAT = "position_std"   # the integrity statistic plotted against the error
 
 
 def summarize(name: str, results: list[FrameResult]) -> dict:
-    """Success (< 0.25 m and < 2 deg) over ALL frames; error percentiles over localized frames."""
+    """Success (< 0.25 m and < 2 deg) over ALL frames; error percentiles over localized (published)
+    frames. published_over_1m: published poses more than 1 m off; published_missed: share of the
+    published poses that miss 0.25 m / 2 deg; mean_nees: over the published poses (6 for an
+    honest covariance); success_ungated: success had every trusted pose been published (no
+    integrity gate)."""
     n = len(results)
     err = np.array([r.errors() for r in results]).reshape(-1, 2)
     loc = np.array([r.localized for r in results], dtype=bool)
@@ -31,18 +38,24 @@ def summarize(name: str, results: list[FrameResult]) -> dict:
         "median_trans_m": pct(err[loc, 0], 50), "p90_trans_m": pct(err[loc, 0], 90),
         "median_rot_deg": pct(err[loc, 1], 50), "p90_rot_deg": pct(err[loc, 1], 90),
         "ms_per_frame": float(np.mean([r.ms for r in results])) if n else float("nan"),
+        "published_over_1m": int((loc & (err[:, 0] > 1.0)).sum()),
+        "published_missed": float((loc & ~ok).sum() / loc.sum()) if loc.any() else float("nan"),
+        "mean_nees": float(np.mean([r.nees for r in results if r.localized])) if loc.any() else float("nan"),
+        "success_ungated": float(((err[:, 0] < SUCCESS_M) & (err[:, 1] < SUCCESS_DEG)).mean()) if n else float("nan"),
     }
 
 
 def table(rows: list[dict]) -> str:
     head = (f"{'method':18s} {'frames':>6s} {'success':>8s} {'localized':>9s} {'certified':>9s} "
-            f"{'med t [m]':>9s} {'p90 t [m]':>9s} {'med r [deg]':>11s} {'p90 r [deg]':>11s} {'ms/frame':>8s}")
+            f"{'med t [m]':>9s} {'p90 t [m]':>9s} {'med r [deg]':>11s} {'p90 r [deg]':>11s} {'ms/frame':>8s} "
+            f"{'>1 m':>4s} {'missed':>6s} {'NEES':>6s} {'ungated':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['method']:18s} {r['frames']:6d} {100 * r['success_rate']:7.1f}% "
                      f"{100 * r['localized_rate']:8.1f}% {100 * r['certified_rate']:8.1f}% "
                      f"{r['median_trans_m']:9.3f} {r['p90_trans_m']:9.3f} {r['median_rot_deg']:11.3f} "
-                     f"{r['p90_rot_deg']:11.3f} {r['ms_per_frame']:8.1f}")
+                     f"{r['p90_rot_deg']:11.3f} {r['ms_per_frame']:8.1f} {r['published_over_1m']:4d} "
+                     f"{100 * r['published_missed']:5.1f}% {r['mean_nees']:6.2f} {100 * r['success_ungated']:6.1f}%")
     return "\n".join(lines)
 
 
@@ -70,11 +83,12 @@ def write_csv(path: Path, rows: list[dict], per_frame: dict[str, list[FrameResul
             for r in results:
                 et, er = r.errors()
                 p = r.T[:3, 3] if r.T is not None else [float("nan")] * 3
-                yield [name, r.stamp_ns, int(r.localized), int(r.certified), r.inliers, et, er, *p,
-                       *r.T_gt[:3, 3], f"{r.ms:.2f}", r.reason]
+                yield [name, r.stamp_ns, int(r.localized), int(r.certified), r.integrity, r.nees, r.inliers,
+                       et, er, *p, *r.T_gt[:3, 3], f"{r.ms:.2f}",
+                       *(r.stats.get(k, float("nan")) for k in STATS), r.reason]
 
-    header = ["method", "stamp_ns", "localized", "certified", "inliers", "trans_err_m", "rot_err_deg",
-              "x", "y", "z", "gt_x", "gt_y", "gt_z", "ms", "reason"]
+    header = ["method", "stamp_ns", "localized", "certified", "integrity", "nees", "inliers", "trans_err_m",
+              "rot_err_deg", "x", "y", "z", "gt_x", "gt_y", "gt_z", "ms", *STATS, "reason"]
     return write_csv_pair(path, COLUMNS, rows, header, frame_rows())
 
 
@@ -118,3 +132,26 @@ def save_figure(fig, path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_integrity(path: Path, per_frame: dict[str, list[FrameResult]], stat: str = MAIN_STAT) -> Path:
+    """Translation error of every trusted pose against integrity statistic ``stat``, coloured by
+    verdict (published: OK, WARN; withheld: FAIL), one panel per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(per_frame), figsize=(6 * len(per_frame), 4.5), squeeze=False)
+    colours = dict(zip(VERDICTS, ("tab:green", "tab:orange", "tab:red")))
+    for ax, (name, results) in zip(axes[0], per_frame.items()):
+        for v in VERDICTS:
+            pts = np.array([(r.stats.get(stat, np.nan), r.errors()[0]) for r in results
+                            if r.T is not None and r.integrity == v]).reshape(-1, 2)
+            ax.loglog(pts[:, 0], np.maximum(pts[:, 1], 1e-3), "o", ms=4, alpha=0.7, color=colours[v],
+                      label=f"{v} ({len(pts)})" + (" withheld" if v == "FAIL" else " published"))
+        ax.axhline(SUCCESS_M, color="k", ls=":", lw=1, label="0.25 m")
+        ax.axhline(1.0, color="k", ls="--", lw=1, label="1 m")
+        ax.set_xlabel(stat), ax.set_ylabel("translation error [m]"), ax.set_title(name)
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)

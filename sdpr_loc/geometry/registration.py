@@ -398,7 +398,8 @@ def ransac(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: Ten
         threshold: inlier gate on e^T W e (W = inv_cov; Euclidean squared distance without it).
             7.81 is the 95% chi-square quantile with 3 degrees of freedom.
         iterations: hypotheses per item (all items are scored in one batched pass).
-        refine_rounds: certified refit -> re-gate inliers, repeated.
+        refine_rounds: certified refit -> re-gate inliers, repeated; the returned registration is
+            always fitted on exactly the returned inliers (the certificate is about them).
     Returns:
         (Registration of the final certified refit on the inliers, inliers (B, N) bool).
     """
@@ -432,4 +433,6 @@ def ransac(src: Tensor, trg: Tensor, weights: Tensor | None = None, inv_cov: Ten
         if bool((new == inliers).all()):
             break
         inliers = torch.where(grow.unsqueeze(-1), new, inliers)
+    else:  # the last re-gate changed the inliers: the returned pose must be the optimum for THEM
+        reg = register(src, trg, weights * inliers.to(src.dtype), inv_cov, **register_kwargs)
     return reg, inliers

@@ -9,8 +9,10 @@ and records the keyframes, written as a map on ``~/save_map`` (std_srvs/Trigger)
 
 Subscribes ``stereo/{left,right}/image_rect`` and ``stereo/{left,right}/camera_info``
 (sensor-data QoS, keep-last 1). Publishes ``pose``, ``odom``, ``path`` and ``certificate``
-(:mod:`sdpr_loc.nodes.pose_output`), stamped like the images. With ``camera_to_base`` the pose is
-the base's (``base_frame``), else the left camera optical frame's. Pairs go to one worker thread
+(:mod:`sdpr_loc.nodes.pose_output`), stamped like the images; a pose whose integrity verdict is
+worse than ``publish_integrity`` (default WARN: FAIL) is not published, its certificate says why.
+With ``camera_to_base`` the pose is the base's (``base_frame``), else the left camera optical
+frame's. Pairs go to one worker thread
 through a one-slot newest-wins queue: the executor only stashes messages.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .params import declare
 from .pose_output import PoseOutputs, parse_extrinsic
 from .runtime import Worker, run
 from .stereo_input import FrameError, StereoInput
+from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig, TrackResult
 
 NAME = "localization_node"
@@ -126,6 +129,7 @@ class LocalizationNode(Node):
         network_ms = 1e3 * (time.perf_counter() - t0)
         res = self.tracker.process(frame, stamp)
         publish = res.T is not None and (res.certified or (self.publish_uncertified and res.trusted))
+        publish = publish and publishable(res.integrity, self.p["publish_integrity"])
         if publish:
             self.out.publish(res, frame_id)
         self._certificate(res, frame_id, publish, {"frontend_ms": network_ms,

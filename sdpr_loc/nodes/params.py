@@ -69,6 +69,9 @@ _KEYPOINT = (
 _TRACKING = (  # the Tracker's settings, shared by the nodes that localize
     Spec("publish_uncertified", "also publish poses whose optimality certificate failed "
          "(they are never labelled certified)"),
+    Spec("publish_integrity", "worst integrity verdict still published: 'OK' (only OK poses), 'WARN' "
+         "(FAIL poses are not published) or 'FAIL' (all; the certificate still says FAIL and why)",
+         choices=("OK", "WARN", "FAIL")),
     Spec("map_frame", "frame of poses in map mode (REP 105)", read_only=True),
     Spec("odom_frame", "frame of poses in odometry and teach mode (REP 105)", read_only=True),
     Spec("min_matches", "fewer matches -> no registration attempt", range=(3, 100000)),

@@ -1,8 +1,11 @@
 """What every localizing node publishes, from a :class:`~sdpr_loc.vision.tracker.TrackResult`.
 
 * ``certificate`` (diagnostic_msgs/DiagnosticArray) for EVERY frame: certified, margin, gap,
-  min_eig, inliers, matches, solve time, search; level OK (certified), WARN (pose found but not
-  certified, or frame skipped), ERROR (no pose);
+  min_eig, inliers, matches, solve time, search, and the integrity verdict (OK / WARN / FAIL,
+  :mod:`sdpr_loc.vision.integrity`) with its reasons and statistics (chi2, chi2_dof, chi2_p,
+  inlier_ratio, innovation, innovation_p, agreement, agreement_m, position_std); level OK
+  (certified), WARN (pose found but not certified or integrity WARN, or frame skipped), ERROR (no
+  pose, or integrity FAIL); the message says why;
 * ``pose`` (geometry_msgs/PoseWithCovarianceStamped), ``odom`` (nav_msgs/Odometry, twist in the
   child frame) and ``path`` (nav_msgs/Path, at most 2 Hz) for published frames, stamped like the
   images, in the parent frame (``map`` or ``odom``, REP 105).
@@ -20,6 +23,7 @@ from collections import deque
 import numpy as np
 
 from sdpr_loc.geometry.se3 import hat_np, so3_log_np
+from sdpr_loc.vision.integrity import FAIL, PASS, STATISTICS, WARNING
 
 from . import convert
 
@@ -128,10 +132,17 @@ class PoseOutputs:
             "gap": res.gap, "min_eig": res.min_eig, "inliers": res.inliers, "matches": res.matches,
             "keypoints": res.keypoints, "solve_time_ms": res.solve_ms, "keyframe": res.keyframe,
             "new_keyframe": bool(res.new_keyframe), "method": res.method, "search": res.search,
+            "integrity": res.integrity, "integrity_reasons": "; ".join(res.integrity_reasons),
+            **{k: res.integrity_stats.get(k, float("nan")) for k in STATISTICS},
             **values, "stamp_ns": res.stamp_ns}
         message = res.reason or ("certified" if res.certified else "no pose")
-        status = convert.diagnostic(res.level, f"sdpr_loc: {self.node.get_name()}", message, vals,
+        level = res.level
+        if res.T is not None and res.integrity != PASS:   # certified and right are separate verdicts
+            message = (f"{message}; " if res.reason else "") + f"integrity {res.integrity}" + (
+                f" ({'published' if published else 'not published'}): " + "; ".join(res.integrity_reasons))
+            level = max(level, 2 if res.integrity == FAIL else 1 if res.integrity == WARNING else level)
+        status = convert.diagnostic(level, f"sdpr_loc: {self.node.get_name()}", message, vals,
                                     hardware_id=frame_id)
         self.pub_cert.publish(DiagnosticArray(header=convert.header(res.stamp_ns, self.parent), status=[status]))
-        if res.level >= 2:
+        if level >= 2:
             self.node.get_logger().warning(f"frame {res.stamp_ns}: {message}", throttle_duration_sec=2.0)

@@ -6,7 +6,8 @@ Publishes, stamped like the keypoints (i.e. like the images):
   min_eig, inliers, matches, solve time; level OK (certified), WARN (pose found but not
   certified, or frame skipped), ERROR (no pose: too few keypoints/matches/inliers, bad message);
 * ``pose`` (geometry_msgs/PoseWithCovarianceStamped), ``odom`` (nav_msgs/Odometry) and ``path``
-  (nav_msgs/Path) for certified frames only, unless ``publish_uncertified`` is true. The pose is
+  (nav_msgs/Path) for certified frames only, unless ``publish_uncertified`` is true, and only
+  when the integrity verdict is no worse than ``publish_integrity`` (default WARN). The pose is
   T_parent_camera of the left optical frame (parent: ``map_frame`` or ``odom_frame``); its
   covariance is the inverse Gauss-Newton Hessian of the registration cost at the optimum.
 
@@ -26,6 +27,7 @@ from . import convert, pointcloud
 from .params import declare
 from .pose_output import PoseOutputs
 from .runtime import Worker, run
+from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackerConfig, TrackResult
 
 NAME = "registration_node"
@@ -103,6 +105,7 @@ class RegistrationNode(Node):
             return
         res = self.tracker.process(kp, stamp)
         publish = res.T is not None and (res.certified or self.publish_uncertified)
+        publish = publish and publishable(res.integrity, self.p["publish_integrity"])
         if publish:
             self.out.publish(res, msg.header.frame_id or "camera")
         self._certificate(res, msg.header.frame_id, published=publish)

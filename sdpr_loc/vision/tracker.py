@@ -40,6 +40,7 @@ import torch
 
 from sdpr_loc.geometry.se3 import adjoint_np, hat_np, rotation_angle_deg, se3_exp_np, se3_log_np
 
+from . import integrity as integ
 from .frames import Keyframe, KeypointFrame, PosePrior
 from .keypoints import StereoKeypoints
 from .pipeline import LocalizerConfig
@@ -73,6 +74,7 @@ class TrackerConfig:
     search_min_px: int = 3              # guided window half-size bounds (px)
     search_max_px: int = 6
     seed: int = 0
+    integrity: integ.IntegrityConfig = field(default_factory=integ.IntegrityConfig)  # checks, calibration
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -111,6 +113,9 @@ class TrackResult:
     new_keyframe: bool = False
     search: str = ""                         # "guided", "exhaustive" (dense) or "keypoints"
     extra: dict = field(default_factory=dict)
+    integrity: str = integ.FAIL              # OK / WARN / FAIL (vision/integrity.py); apart from certified
+    integrity_reasons: list = field(default_factory=list)
+    integrity_stats: dict = field(default_factory=dict)   # chi2, chi2_p, inlier_ratio, innovation, ...
 
 
 class Tracker:
@@ -138,6 +143,7 @@ class Tracker:
         self.keyframe: Keyframe | None = None
         self._gen = torch.Generator().manual_seed(int(self.config.seed))
         self._map_cache: dict[int, Keyframe] = {}
+        self._tried: list[TrackResult] = []     # this frame's registrations (integrity: agreement)
         self.reset()
 
     def reset(self) -> None:
@@ -235,6 +241,7 @@ class Tracker:
             self.lost -= 1                     # the guided try does not count: search everywhere
             res = self._register(frame, self.keyframe, None, stamp_ns)
         cov_left = res.extra.pop("cov_left", None)
+        self._check_integrity(res, stamp_ns)
         if res.T is None or not res.trusted:
             return res
         self._trusted_pose(res.T, stamp_ns)
@@ -281,6 +288,7 @@ class Tracker:
         self.lost = lost                       # one frame, however many candidates failed
         if best is None:
             return self._fail(stamp_ns, ERROR, "no candidate keyframe (no place signature fits)", 0)
+        self._check_integrity(best, stamp_ns)
         if best.T is not None and best.trusted:
             self._trusted_pose(best.T, stamp_ns)
         else:
@@ -365,7 +373,7 @@ class Tracker:
         J[:, :, :3] = -np.eye(3)
         J[:, :, 3:] = hat_np(p) if ni else np.zeros((0, 3, 3))
         info = np.einsum("nai,nab,nbj->ij", J, Wi, J)
-        cov_kf = np.linalg.pinv(info, hermitian=True)
+        cov_kf = np.linalg.pinv(info, hermitian=True) * cfg.integrity.covariance_factor   # calibrated
         Ad = adjoint_np(kf.T)
         cov_left = kf.cov + Ad @ cov_kf @ Ad.T
         G = np.eye(6)
@@ -383,8 +391,39 @@ class Tracker:
         if not trusted:
             self.lost += 1
         f = lambda x: float(x[0]) if x is not None else float("nan")  # noqa: E731
-        return TrackResult(stamp_ns=stamp_ns, level=level, reason=reason, T=T_par, covariance=cov,
-                           certified=certified, trusted=trusted, keypoints=n, matches=nm, inliers=ni,
-                           keyframe=kf.index, min_eig=f(cert.min_eig), margin=f(cert.margin), gap=f(cert.gap),
-                           method=str(cert.method[0]) if cert.method else "none", solve_ms=solve_ms,
-                           extra={"cov_left": cov_left})
+        res = TrackResult(stamp_ns=stamp_ns, level=level, reason=reason, T=T_par, covariance=cov,
+                          certified=certified, trusted=trusted, keypoints=n, matches=nm, inliers=ni,
+                          keyframe=kf.index, min_eig=f(cert.min_eig), margin=f(cert.margin), gap=f(cert.gap),
+                          method=str(cert.method[0]) if cert.method else "none", solve_ms=solve_ms,
+                          extra={"cov_left": cov_left})
+        e = trg[inliers] - p
+        res.integrity_stats = self._registration_stats(float(np.einsum("ni,nij,nj->", e, Wi, e)), ni, nm, cov)
+        self._tried.append(res)
+        return res
+
+    # ----- integrity (vision/integrity.py) -----
+    def _registration_stats(self, cost: float, ni: int, nm: int, cov: np.ndarray) -> dict:
+        """Consistency, support and precision of one registration."""
+        icfg = self.config.integrity
+        chi2, dof, p = integ.consistency(cost, ni, self.matching.ransac_threshold, icfg.noise_scale)
+        return {"chi2": chi2, "chi2_dof": dof, "chi2_p": p, "inliers": ni, "inlier_ratio": ni / max(nm, 1),
+                "position_std": float(np.sqrt(max(np.linalg.eigvalsh(cov[:3, :3])[-1], 0.0)))}
+
+    def _check_integrity(self, res: TrackResult, stamp_ns: int) -> None:
+        """The frame's verdict: the registration's statistics, plus innovation against the motion
+        prediction and agreement with the other candidate registrations of this frame."""
+        tried, self._tried = [r for r in self._tried if r.stamp_ns == stamp_ns and r is not res], []
+        if res.T is None:
+            res.integrity, res.integrity_reasons = integ.FAIL, [f"no pose: {res.reason}"]
+            return
+        s = res.integrity_stats
+        Sb = integ.body_covariance(res.covariance, res.T)
+        pred = self._predict(stamp_ns)
+        if pred is not None:
+            s["innovation"], s["innovation_p"] = integ.innovation(pred[0], pred[1], res.T, Sb)
+        others = [r for r in tried if r.T is not None and r.trusted]
+        if others:
+            s["agreement"] = max(integ.mahalanobis(res.T, r.T, Sb + integ.body_covariance(r.covariance, r.T))
+                                 for r in others)
+            s["agreement_m"] = max(float(np.linalg.norm(r.T[:3, 3] - res.T[:3, 3])) for r in others)
+        res.integrity, res.integrity_reasons = integ.assess(s, self.config.integrity)

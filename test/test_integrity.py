@@ -1,0 +1,163 @@
+"""Integrity checks (sdpr_loc/vision/integrity.py): the chi-square statistic against its law on
+simulated stereo noise, its false-alarm rate, wrong-but-consistent matches that are certified yet
+FAIL, and the NEES / publish helpers against hand computations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from sdpr_loc.geometry.registration import ransac
+from sdpr_loc.geometry.se3 import so3_exp
+from sdpr_loc.geometry.stereo import StereoCamera
+from sdpr_loc.vision import integrity as integ
+from sdpr_loc.vision.keypoints import StereoKeypoints
+
+GATE = 11.34          # the model's RANSAC gate (LocalizerConfig.ransac_threshold)
+
+
+def _stereo_problems(B, N, seed, sigma_px=0.5):
+    """B registration problems of N matches with stereo covariances (240x320, fx 200, 0.24 m) and
+    Gaussian noise drawn from exactly those covariances: the modelled noise."""
+    g = torch.Generator().manual_seed(seed)
+    cam = StereoCamera(fx=200.0, fy=200.0, cx=159.5, cy=119.5, baseline=0.24, width=320, height=240)
+    d = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    uvd = torch.stack([d(B, N) * 300 + 10, d(B, N) * 220 + 10, d(B, N) * 20 + 4], -1)   # 2.4-12 m deep
+    P, _ = cam.triangulate(uvd)
+    S = cam.point_covariance(uvd, sigma_px) + cam.point_covariance(uvd, sigma_px)   # keyframe + live
+    R = so3_exp(0.01 * torch.randn(B, 3, generator=g, dtype=torch.float64))          # < 1 degree
+    t = 0.5 * torch.randn(B, 3, generator=g, dtype=torch.float64)
+    src = (P - t[:, None]) @ R                                                        # R^T (P - t)
+    noise = (torch.linalg.cholesky(S) @ torch.randn(B, N, 3, 1, generator=g, dtype=torch.float64))[..., 0]
+    return src, P + noise, torch.linalg.inv(S)
+
+
+def _p_values(src, trg, W, gate, seed=0):
+    """Tracker's path: RANSAC with the Mahalanobis gate, certified refit; cost over the inliers."""
+    reg, inl = ransac(src, trg, inv_cov=W, threshold=gate, generator=torch.Generator().manual_seed(seed))
+    e = trg - (src @ reg.R.transpose(1, 2) + reg.t[:, None])
+    d2 = torch.einsum("bni,bnij,bnj->bn", e, W, e)
+    cost = (d2 * inl).sum(1).numpy()
+    n = inl.sum(1).numpy()
+    assert bool(reg.certificate.certified.all())
+    return cost, n, np.array([integ.consistency(c, k, gate)[2] for c, k in zip(cost, n)])
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    src, trg, W = _stereo_problems(B=800, N=40, seed=3)
+    return _p_values(src, trg, W, math.inf), _p_values(src, trg, W, GATE)
+
+
+def test_gated_law_moments_reduce_to_chi_square_without_gate():
+    assert integ.gated_chi2_moments(40, math.inf) == pytest.approx((114.0, 228.0))
+    m, v = integ.gated_chi2_moments(40, GATE)
+    # independent reference: Monte Carlo of chi2(3) residuals that pass the gate, n f of them
+    # (f = 114 / 120, the fit's share of the dof) in the mean and in the variance
+    f = 114 / 120
+    x = stats.chi2.rvs(3, size=2_000_000, random_state=np.random.default_rng(0))
+    x = x[x < GATE]
+    assert m == pytest.approx(40 * f * x.mean(), rel=2e-3) and v == pytest.approx(40 * f * x.var(), rel=1e-2)
+    stat, dof, p = integ.consistency(114.0, 40, math.inf)
+    assert (stat, dof) == (114.0, 114) and p == pytest.approx(stats.chi2.sf(114, 114))
+    assert integ.consistency(10.0, 2, GATE)[2] != integ.consistency(10.0, 2, GATE)[2]   # < 3 inliers: NaN
+
+
+def test_chi_square_statistic_follows_its_law_on_simulated_noise(simulated):
+    """No gate: the cost at the certified optimum is chi2(3N - 6) (Kolmogorov-Smirnov); with the
+    99 % RANSAC gate, the gated law's p-values have nearly uniform deciles (measured: at most
+    0.057 too high, i.e. conservative) where the plain chi2(3N - 6) is far off."""
+    (cost0, n0, p0), (cost, n, p) = simulated
+    assert (n0 == 40).all() and stats.kstest(p0, "uniform").pvalue > 0.05
+    assert stats.kstest(cost0, stats.chi2(114).cdf).pvalue > 0.05
+    assert 39.0 < np.mean(n) < 40                              # the gate drops ~1-2 % of correct matches
+    deciles = np.arange(1, 10) / 10
+    assert np.abs(np.quantile(p, deciles) - deciles).max() < 0.06
+    naive = stats.chi2.sf(cost, 3 * n - 6)                      # ignoring the gate
+    assert np.abs(np.quantile(naive, deciles) - deciles).max() > 0.1
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+@pytest.mark.parametrize("gated", [False, True])
+def test_false_alarm_rate_within_twice_nominal(simulated, alpha, gated):
+    p = simulated[int(gated)][2]
+    rate = float(np.mean(p < alpha))
+    assert alpha / 2 <= rate <= 2 * alpha, rate
+
+
+def test_too_much_noise_fails_consistency():
+    """Noise twice the modelled std (a wrong noise model): the default FAIL level catches most."""
+    src, trg, W = _stereo_problems(B=100, N=40, seed=5)
+    g = torch.Generator().manual_seed(9)
+    S = torch.linalg.inv(W)
+    extra = (torch.linalg.cholesky(S) @ torch.randn(*trg.shape, 1, generator=g, dtype=torch.float64))[..., 0]
+    _, _, p = _p_values(src, trg + 1.7 * extra, W, math.inf)   # total std 2x the model's
+    assert np.mean(p < integ.IntegrityConfig().alpha_fail) > 0.9
+
+
+def test_nees_and_publish_helpers():
+    T_gt = np.eye(4)
+    T = np.eye(4)
+    T[:3, 3] = [0.3, 0.0, -0.4]
+    R = so3_exp(torch.tensor([[0.0, 0.0, 0.02]], dtype=torch.float64))[0].numpy()
+    T[:3, :3] = R
+    cov = np.diag([0.01, 0.04, 0.04, 1e-4, 1e-4, 4e-4])
+    assert integ.nees(T, cov, T_gt) == pytest.approx(0.09 / 0.01 + 0.16 / 0.04 + 0.02 ** 2 / 4e-4)
+    assert integ.publishable("WARN") and not integ.publishable("FAIL")
+    assert not integ.publishable("WARN", "OK") and integ.publishable("FAIL", "FAIL")
+    with pytest.raises(ValueError, match="publish_integrity"):
+        integ.publishable("OK", "maybe")
+
+
+def keypoint_frames(K=120, seed=0, noise=(1.0,), shift=None):
+    """A keyframe and live keypoint frames (StereoKeypoints, B = 1) of K points 3-12 m ahead with
+    stereo covariances (sigma 0.5 px) and unique descriptors; live frame i moves 0.1 i m forward
+    with noise ``noise[i]`` times the modelled std. ``shift``: (index set, offset (3,)) moves those
+    keyframe matches consistently (a repeated structure matched one period off) in the last frame."""
+    g = torch.Generator().manual_seed(seed)
+    cam = StereoCamera(fx=200.0, fy=200.0, cx=159.5, cy=119.5, baseline=0.24, width=320, height=240)
+    d = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    uvd = torch.stack([d(K) * 300 + 10, d(K) * 220 + 10, d(K) * 12 + 4], -1)
+    P, _ = cam.triangulate(uvd)
+    S = cam.point_covariance(uvd, 0.5)
+    desc = torch.nn.functional.normalize(torch.randn(1, K, 32, generator=g), dim=-1)
+
+    def kp(points):
+        return StereoKeypoints(uv=uvd[None, :, :2].float(), disparity=uvd[None, :, 2].float(),
+                               points=points[None].float(), inv_cov=torch.linalg.inv(S)[None].float(),
+                               scores=torch.ones(1, K), descriptors=desc, valid=torch.ones(1, K, dtype=torch.bool))
+
+    frames = [kp(P)]
+    L = torch.linalg.cholesky(2 * S)                         # keyframe and live noise, both modelled
+    for i, a in enumerate(noise, 1):
+        live = P - torch.tensor([0.0, 0.0, 0.1 * i], dtype=torch.float64)
+        if shift is not None and i == len(noise):
+            live = live.clone()
+            live[shift[0]] -= torch.as_tensor(shift[1], dtype=torch.float64)
+        e = (L @ torch.randn(K, 3, 1, generator=g, dtype=torch.float64))[..., 0]
+        frames.append(kp(live + a * e))
+    return frames
+
+
+def test_certified_but_inconsistent_or_wrong_poses_fail_integrity():
+    """Clean frames pass; noise 1.5x the model's std (chi-square) and a consistent majority of wrong
+    matches (a repeated structure one period off: innovation against the motion prediction) give
+    certified poses that FAIL integrity, with the check named."""
+    from sdpr_loc.vision.tracker import Tracker, TrackerConfig
+
+    def run(frames):
+        tr = Tracker(TrackerConfig(mode="odometry", keyframe_distance=100.0))
+        return [tr.process(f, 10**8 * i) for i, f in enumerate(frames)]
+
+    clean = run(keypoint_frames(noise=(1.0, 1.0, 1.0, 1.0)))[1:]
+    assert all(r.certified and r.integrity == "OK" for r in clean), [r.integrity_reasons for r in clean]
+    noisy = run(keypoint_frames(K=240, noise=(1.0, 1.0, 1.5)))[-1]
+    assert noisy.certified and noisy.integrity == "FAIL"
+    assert any(w.startswith("consistency") for w in noisy.integrity_reasons), noisy.integrity_reasons
+    facade = np.arange(0, 120, 2)[:70]                      # 60 of 120 matches, plus ...
+    facade = np.r_[facade, np.arange(1, 120, 8)][:70]       # ... 10 more: 70 wrong, consistent
+    wrong = run(keypoint_frames(noise=(1.0, 1.0, 1.0), shift=(facade, [2.0, 0.0, 0.0])))[-1]
+    assert wrong.certified and abs(wrong.T[0, 3]) > 1.5      # the wrong consensus won, certified
+    assert wrong.integrity == "FAIL", wrong.integrity_reasons
+    assert any(w.startswith(("innovation", "support")) for w in wrong.integrity_reasons)
