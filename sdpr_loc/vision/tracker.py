@@ -419,7 +419,7 @@ class Tracker:
         s = res.integrity_stats
         Sb = integ.body_covariance(res.covariance, res.T)
         pred = self._predict(stamp_ns)
-        if pred is not None:
+        if pred is not None and pred[1] is not None:   # a prediction with a velocity behind it
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], pred[1], res.T, Sb)
         others = [r for r in tried if r.T is not None and r.trusted]
         if others:
