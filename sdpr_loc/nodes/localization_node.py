@@ -26,7 +26,7 @@ from rclpy.node import Node
 
 from .params import declare
 from .pose_output import PoseOutputs, parse_extrinsic
-from .runtime import Worker, run
+from .runtime import Worker, load_map, run, torch_threads
 from .stereo_input import FrameError, StereoInput
 from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig, TrackResult
@@ -45,23 +45,10 @@ class LocalizationNode(Node):
         super().__init__(NAME, **node_kwargs)
         p = declare(self, NAME, on_change=self._on_params)
         self.p = p
-        if p["torch_threads"] > 0:
-            import torch
-
-            torch.set_num_threads(int(p["torch_threads"]))
+        torch_threads(p["torch_threads"])
         from sdpr_loc.vision.frontend import make_frames
 
-        keyframe_map = None
-        if p["mode"] == "map":
-            from sdpr_loc.data.maps import KeyframeMap
-
-            if not p["map_path"]:
-                raise ValueError("mode 'map' needs map_path (a .npz from `sdpr-loc build-map` or teach mode)")
-            keyframe_map = KeyframeMap.load(p["map_path"])   # MapError is a ValueError
-            if keyframe_map.frontend not in ("unknown", p["frontend"]):
-                raise ValueError(f"map {p['map_path']!r} was built with frontend {keyframe_map.frontend!r}, "
-                                 f"this node runs {p['frontend']!r}")
-            self.get_logger().info(f"map {p['map_path']}: {len(keyframe_map)} keyframes")
+        keyframe_map = load_map(self, p, p["frontend"])
         if p["mode"] == "teach" and not p["save_map_path"]:
             raise ValueError("mode 'teach' needs save_map_path (where the map is written)")
         T_cam_base = parse_extrinsic(p["camera_to_base"])

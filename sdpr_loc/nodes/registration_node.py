@@ -26,7 +26,7 @@ from sensor_msgs.msg import PointCloud2
 from . import convert, pointcloud
 from .params import declare
 from .pose_output import PoseOutputs
-from .runtime import Worker, run
+from .runtime import Worker, load_map, run, torch_threads
 from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackerConfig, TrackResult
 
@@ -43,19 +43,8 @@ class RegistrationNode(Node):
         super().__init__(NAME, **node_kwargs)
         p = declare(self, NAME, on_change=self._on_params)
         self.p = p
-        if p["torch_threads"] > 0:
-            import torch
-
-            torch.set_num_threads(int(p["torch_threads"]))
-        keyframe_map = None
-        if p["mode"] == "map":
-            from sdpr_loc.data.maps import KeyframeMap
-
-            if not p["map_path"]:
-                raise ValueError("mode 'map' needs map_path (a .npz from `sdpr-loc build-map`)")
-            keyframe_map = KeyframeMap.load(p["map_path"])   # MapError is a ValueError
-            self.get_logger().info(f"map {p['map_path']}: {len(keyframe_map)} keyframes, "
-                                   f"frontend {keyframe_map.frontend}")
+        torch_threads(p["torch_threads"])
+        keyframe_map = load_map(self, p)
         self.tracker = Tracker(self._tracker_config(p), keyframe_map)
         self.parent = p["map_frame"] if p["mode"] == "map" else p["odom_frame"]
         self.publish_uncertified = bool(p["publish_uncertified"])

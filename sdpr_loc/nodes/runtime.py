@@ -12,7 +12,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-__all__ = ["LatestQueue", "Worker", "run"]
+__all__ = ["LatestQueue", "Worker", "run", "torch_threads", "load_map"]
 
 
 class LatestQueue:
@@ -144,3 +144,28 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def torch_threads(n: int) -> None:
+    """torch's CPU threads for a node (0: leave torch's default)."""
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def load_map(node, p: dict, frontend: str | None = None):
+    """The KeyframeMap of a node's ``mode``/``map_path`` parameters (None unless mode is 'map');
+    ValueError naming the file when it is missing, unreadable or of another front end."""
+    if p["mode"] != "map":
+        return None
+    from sdpr_loc.data.maps import KeyframeMap
+
+    if not p["map_path"]:
+        raise ValueError("mode 'map' needs map_path (a .npz from `sdpr-loc build-map` or teach mode)")
+    keyframe_map = KeyframeMap.load(p["map_path"])   # MapError is a ValueError
+    if frontend is not None and keyframe_map.frontend not in ("unknown", frontend):
+        raise ValueError(f"map {p['map_path']!r} was built with frontend {keyframe_map.frontend!r}, "
+                         f"this node runs {frontend!r}")
+    node.get_logger().info(f"map {p['map_path']}: {len(keyframe_map)} keyframes, frontend {keyframe_map.frontend}")
+    return keyframe_map
