@@ -18,7 +18,6 @@ import sys
 import time
 from typing import Any, Callable
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image, PointCloud2
@@ -26,7 +25,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from . import convert, pointcloud
 from .params import declare
 from .runtime import Worker, run
-from .stereo_input import FrameError, StereoInput
+from .stereo_input import FrameError, StereoInput, warm_up_pair
 
 NAME = "keypoint_node"
 __all__ = ["KeypointNode", "main"]
@@ -68,13 +67,8 @@ class KeypointNode(Node):
     def _warm_up(self) -> None:
         """One throw-away extraction at start, so the first real frame does not pay for library
         initialisation (OpenCV, torch, CUDA)."""
-        from sdpr_loc.geometry.stereo import StereoCamera
-
-        rng = np.random.default_rng(0)
-        img = rng.random((96, 128)).astype(np.float32)
-        cam = StereoCamera(fx=64.0, fy=64.0, cx=63.5, cy=47.5, baseline=0.2, width=128, height=96)
         try:
-            self.extract(img, np.roll(img, -4, axis=1), cam)
+            self.extract(*warm_up_pair())
         except Exception as err:  # noqa: BLE001 - a warm-up failure shows up again on real frames
             self.get_logger().warning(f"front end warm-up failed: {type(err).__name__}: {err}")
 

@@ -27,7 +27,7 @@ from rclpy.node import Node
 from .params import declare
 from .pose_output import PoseOutputs, parse_extrinsic
 from .runtime import Worker, load_map, run, torch_threads
-from .stereo_input import FrameError, StereoInput
+from .stereo_input import FrameError, StereoInput, warm_up_pair
 from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig, TrackResult
 
@@ -94,14 +94,10 @@ class LocalizationNode(Node):
     def _warm_up(self) -> None:
         """One throw-away frame at start (library and network initialisation, and for guided
         search both the exhaustive and the windowed code paths), so the first real frame is on time."""
-        from sdpr_loc.geometry.stereo import StereoCamera
         from sdpr_loc.vision.frames import Keyframe, PosePrior
 
-        rng = np.random.default_rng(0)
-        img = rng.random((96, 128)).astype(np.float32)
-        cam = StereoCamera(fx=64.0, fy=64.0, cx=63.5, cy=47.5, baseline=0.2, width=128, height=96)
         try:
-            frame = self.make_frame(img, np.roll(img, -4, axis=1), cam)
+            frame = self.make_frame(*warm_up_pair())
             kf = Keyframe.from_keypoints(frame.keypoints, np.eye(4))
             frame.correspond(kf, PosePrior(np.eye(4), np.eye(6) * 1e-4))
             frame.correspond(kf, None)

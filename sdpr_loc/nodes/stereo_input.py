@@ -15,7 +15,7 @@ import numpy as np
 
 from . import convert
 
-__all__ = ["FrameError", "StereoPair", "StereoInput", "sensor_qos"]
+__all__ = ["FrameError", "StereoPair", "StereoInput", "sensor_qos", "warm_up_pair"]
 
 
 class FrameError(Exception):
@@ -32,6 +32,16 @@ def sensor_qos():
 
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                       durability=DurabilityPolicy.VOLATILE)
+
+
+def warm_up_pair():
+    """(left, right, camera): a small random textured pair a node runs once at start, so its first
+    real frame does not pay for library initialisation (OpenCV, torch, CUDA)."""
+    from sdpr_loc.geometry.stereo import StereoCamera
+
+    img = np.random.default_rng(0).random((96, 128)).astype(np.float32)
+    cam = StereoCamera(fx=64.0, fy=64.0, cx=63.5, cy=47.5, baseline=0.2, width=128, height=96)
+    return img, np.roll(img, -4, axis=1), cam
 
 
 class StereoPair(tuple):

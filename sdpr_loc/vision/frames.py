@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sdpr_loc.geometry.se3 import hat_np
+
 from .keypoints import StereoKeypoints
 from .pipeline import LocalizerConfig
 
@@ -157,9 +159,8 @@ def search_windows(points: np.ndarray, prior: PosePrior, camera, size: tuple[int
     # d p / d (rho, phi) = [I, -[p]x];  d uv / d p
     Jp = np.zeros((len(p), 3, 6))
     Jp[:, :, :3] = np.eye(3)
-    x, y, w = p[:, 0], p[:, 1], p[:, 2]
-    o = np.zeros_like(x)
-    Jp[:, :, 3:] = -np.stack([np.stack([o, -w, y], -1), np.stack([w, o, -x], -1), np.stack([-y, x, o], -1)], 1)
+    Jp[:, :, 3:] = -hat_np(p)
+    x, y = p[:, 0], p[:, 1]
     Ju = np.zeros((len(p), 2, 3))
     Ju[:, 0, 0] = camera.fx / zs
     Ju[:, 1, 1] = camera.fy / zs
