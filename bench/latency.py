@@ -31,9 +31,9 @@ import numpy as np
 
 def _drives(out: Path, world: int, frames: int):
     """Day teach, day repeat, night repeat bags of one town (rendered once, cached in ``out``)."""
-    from sdpr_loc.nodes.demo import _bag
+    from sdpr_loc.nodes.demo import cached_drive
 
-    return {k: _bag(out, world, route, cond, frames) for k, route, cond in
+    return {k: cached_drive(out, world, route, cond, frames) for k, route, cond in
             (("teach", "teach", "day"), ("day", "repeat", "day"), ("night", "repeat", "night"))}
 
 
@@ -109,12 +109,12 @@ def main() -> int:
     ap.add_argument("--gpu", action="store_true", help="let the network use CUDA")
     args = ap.parse_args()
 
-    from sdpr_loc.nodes.demo import _map
+    from sdpr_loc.nodes.demo import cached_map
 
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     bags = _drives(args.out, args.world, args.frames + 10)
-    maps = {f: _map(args.out, bags["teach"], f, "", 1.0, "ground-truth") for f in ("network", "orb")}
+    maps = {f: cached_map(args.out, bags["teach"], f, "", 1.0, "ground-truth") for f in ("network", "orb")}
     print(f"bags and maps ready in {time.perf_counter() - t0:.0f} s", flush=True)
     logs = Path(tempfile.mkdtemp(prefix="sdpr_latency_"))
     gpu = "true" if args.gpu else "false"

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="map keyframe poses: the teach drive's own odometry, or its ground truth")
 
 
-def _bag(out: Path, world: int, route: str, condition: str, frames: int) -> Path:
+def cached_drive(out: Path, world: int, route: str, condition: str, frames: int) -> Path:
+    """The bag of a synthetic drive in ``out``, rendered on first use (demo and bench/latency.py)."""
     from sdpr_loc.data.bags import write_stereo_bag
     from sdpr_loc.data.synth import make_world, render_drive
 
@@ -70,7 +71,8 @@ def _frontend(args) -> tuple[str, str]:
         return "orb", ""
 
 
-def _map(out: Path, teach: Path, frontend: str, model: str, every_m: float, poses: str) -> Path:
+def cached_map(out: Path, teach: Path, frontend: str, model: str, every_m: float, poses: str) -> Path:
+    """The map of a teach bag in ``out``, rebuilt when the bag or the model is newer."""
     from sdpr_loc.evaluation.build_map_cli import build
 
     tag = (frontend if frontend == "orb" else f"net_{Path(model).stem}") + f"_{poses}"
@@ -98,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    teach = _bag(out, args.world, "teach", args.teach, args.frames)
-    repeat = _bag(out, args.world, "repeat", args.repeat, args.frames)
+    teach = cached_drive(out, args.world, "teach", args.teach, args.frames)
+    repeat = cached_drive(out, args.world, "repeat", args.repeat, args.frames)
     frontend, model = _frontend(args)
-    map_path = _map(out, teach, frontend, model, args.every_m, args.poses)
+    map_path = cached_map(out, teach, frontend, model, args.every_m, args.poses)
     with StereoBag(teach) as bag:
         teach_idx = bag.index()
     with StereoBag(repeat) as bag:
