@@ -85,7 +85,7 @@ class DenseFrame:
         self.cameras = as_cameras(camera, 1)
         self.camera = self.cameras[0]
         with torch.inference_mode():
-            self.left, self.right = network(lt), network.encode(rt)
+            self.left, self.right = network.encode(lt), network.encode(rt)   # detector: on demand
         self.size = self.left.size                                       # (H, W)
 
     @cached_property
@@ -133,7 +133,7 @@ class DenseFrame:
     @cached_property
     def keypoints(self) -> StereoKeypoints:
         with torch.inference_mode():
-            return stereo_keypoints(self.network, self.left, self.right, self.cameras,
+            return stereo_keypoints(self.network, self.network.detect(self.left), self.right, self.cameras,
                                     self.config).detach().to("cpu")
 
     @property
