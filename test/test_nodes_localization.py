@@ -102,6 +102,43 @@ def test_night_against_day_map_and_kidnapped_start(drives):
         _close(rig)
 
 
+def test_initial_pose_replaces_relocalization(drives):
+    """An ``initialpose`` (RViz's 2D Pose Estimate) in the map frame: the next frame is searched
+    around it (guided, not exhaustive) and localized; one in another frame is ignored."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    teach, night, map_path = drives
+    rig = _rig(mode="map", map_path=str(map_path))
+    node, tester, pub, out, _ = rig
+    try:
+        send_pose = tester.create_publisher(PoseWithCovarianceStamped, "initialpose", 1)
+        deadline = time.monotonic() + 10
+        while send_pose.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def initial(frame: str, f, offset: float) -> None:
+            msg = PoseWithCovarianceStamped()
+            msg.header.frame_id = frame
+            T = f.pose.copy()
+            T[:3, 3] += offset                     # 0.17 m off the truth, inside its covariance
+            msg.pose.pose = convert.pose_to_msg(T)
+            msg.pose.covariance = list(np.diag([0.2 ** 2] * 3 + [np.radians(2.0) ** 2] * 3).reshape(36))
+            send_pose.publish(msg)
+            time.sleep(0.5)
+
+        initial("odom", night[8], 0.1)            # wrong frame: ignored, the tracker relocalizes
+        node.tracker.reset()
+        assert _send(pub, out, night[8])["search"] == "exhaustive"
+        node.tracker.reset()
+        initial("map", night[10], 0.1)
+        c = _send(pub, out, night[10])
+        assert c["search"] == "guided" and c["certified"] == "true", c
+        t, r = _error(out, night[10])
+        assert t < 0.25 and r < 2.0, (t, r)
+    finally:
+        _close(rig)
+
+
 def test_teach_mode_writes_a_loadable_map(drives, tmp_path):
     from std_srvs.srv import Trigger
 

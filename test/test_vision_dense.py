@@ -182,8 +182,8 @@ def test_matching_in_chunks_equals_matching_at_once(setup):
     live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
     _, _, desc = _valid(DenseFrame(network, frames[0].left, frames[0].right, frames[0].camera, cfg).keypoints)
     whole = live.match(desc)
-    H, W = fr.left.shape
-    live.MAX_CORRELATIONS = 7 * H * W      # chunks of 7 keypoints (the last one shorter)
+    D, h, w = live.grid.shape
+    live.MAX_CORRELATIONS = 7 * h * w      # chunks of 7 keypoints (the last one shorter)
     parts = live.match(desc)
     assert len(desc) > 7 and len(desc) % 7
     # float32 products blocked differently differ in the last bits; the 0.02 soft-argmax temperature
@@ -211,5 +211,5 @@ def test_window_cosines_equal_the_full_descriptor_map(setup):
     o = torch.arange(-r, r + 1)
     U = (cu + o.repeat(len(o))[None]).clamp(0, W - 1)
     V = (cv + o.repeat_interleave(len(o))[None]).clamp(0, H - 1)
-    full = (desc @ live.dense.reshape(-1, H * W)).gather(1, V * W + U)
+    full = (desc @ network.dense_descriptors(live.left)[0].reshape(-1, H * W)).gather(1, V * W + U)
     np.testing.assert_allclose(live._correlate(desc, U, V).numpy(), full.numpy(), atol=2e-5)

@@ -59,6 +59,16 @@ def move_covariance(cov: np.ndarray, t_from: np.ndarray, t_to: np.ndarray) -> np
     return G @ cov @ G.T
 
 
+def camera_pose(T: np.ndarray, cov: np.ndarray, T_cam_base: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """A pose of the published child (the base with ``T_cam_base``, else the camera) and its
+    ROS-ordered covariance -> the camera's: what :meth:`PoseOutputs.publish` does, undone (an
+    ``initialpose`` comes in the outputs' convention)."""
+    if T_cam_base is None:
+        return T, cov
+    T_cam = T @ np.linalg.inv(T_cam_base)
+    return T_cam, move_covariance(cov, T[:3, 3], T_cam[:3, 3])
+
+
 class PoseOutputs:
     """Publishers and the bookkeeping (path, previous pose for the twist) of one node."""
 
