@@ -1,4 +1,4 @@
-"""End-to-end teach-and-repeat run over DDS: the ROS half of `make demo`.
+"""`sdpr-loc demo` (what `make demo` runs): end-to-end teach-and-repeat over DDS.
 
 1. a day teach bag and a night repeat bag of the synthetic town (rendered once, then cached);
 2. a keyframe map of the teach drive, from the drive's own certified odometry (no ground truth;
@@ -88,6 +88,11 @@ def cached_map(out: Path, teach: Path, frontend: str, model: str, every_m: float
 
 
 def run(args: argparse.Namespace) -> int:
+    """``sdpr-loc demo`` (what ``make demo`` runs); returns the exit status."""
+    if args.model:  # a bad --model fails now (one line, exit 2), not after the drives are rendered
+        from sdpr_loc.vision.frontend import load_model
+
+        load_model(args.model, device="cpu")
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
