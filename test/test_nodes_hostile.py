@@ -11,7 +11,8 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
 
 from sdpr_loc.nodes import convert  # noqa: E402
-from sdpr_loc.nodes.synthetic import StereoRoom, default_camera  # noqa: E402
+from sdpr_loc.data.room import StereoRoom  # noqa: E402
+from sdpr_loc.data.synth import default_camera  # noqa: E402
 
 T0 = 1_800_000_000_000_000_000
 DT = 100_000_000
@@ -27,7 +28,7 @@ def _rss_mb() -> float:
 
 @pytest.fixture(scope="module")
 def frames():
-    room, cam = StereoRoom(seed=5), default_camera()
+    room, cam = StereoRoom(seed=5), default_camera(240, 320, fx=160.0)
     return cam, list(room.frames(6, cam, start_ns=T0, rate_hz=10))
 
 
@@ -217,7 +218,7 @@ def test_non_standard_frame_size_is_localized(rig):
     """Frames of 200x296 (not 240x320, not a multiple of 16) through the keypoint and
     registration nodes: a certified pose near the ground truth comes out."""
     kn, rn, tester, pub, out = rig
-    cam = default_camera(width=296, height=200)
+    cam = default_camera(200, 296, fx=148.0)
     fr = list(StereoRoom(seed=5).frames(3, cam, start_ns=T0 + 5000 * DT, rate_hz=10))
     for f in fr:
         pub.publish(f.left, f.right, cam, f.stamp_ns)

@@ -2,6 +2,7 @@
 
 * :mod:`.bags` -- :class:`StereoBag` (read, streaming), :func:`write_stereo_bag`, errors.
 * :mod:`.synth` -- :func:`make_world`, :func:`render_drive` (teach/repeat, day/dusk/night).
+* :mod:`.room` -- :class:`StereoRoom`: a textured box that renders in milliseconds (tests).
 * :mod:`.dataset` -- :class:`PairDataset` (teach/repeat), :class:`OdometryDataset`.
 
 Names are imported lazily, so ``import sdpr_loc.data`` stays cheap.
