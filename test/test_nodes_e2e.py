@@ -69,7 +69,7 @@ def _nodes_up(node):
 
 
 def test_stream_in_certified_poses_out(probe):
-    from sdpr_loc.nodes.convert import msg_to_matrix
+    from sdpr_loc.data.messages import pose_to_matrix
     from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
 
     room, cam = StereoRoom(seed=7), default_camera(240, 320, fx=160.0)
@@ -102,7 +102,7 @@ def test_stream_in_certified_poses_out(probe):
         assert cert["certified"] == "true" and cert["level"] == 0 and float(cert["margin"]) > 0
         assert int(cert["inliers"]) >= 10 and float(cert["solve_time_ms"]) > 0
         assert msg.header.frame_id == "odom"
-        T_est = msg_to_matrix(msg.pose.pose)
+        T_est = pose_to_matrix(msg.pose.pose)
         T_gt = origin @ gt[s]
         assert np.linalg.norm(T_est[:3, 3] - T_gt[:3, 3]) < 0.1
         C = np.array(msg.pose.covariance).reshape(6, 6)
@@ -114,7 +114,8 @@ def test_map_mode_play_and_record(tmp_path, probe):
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    from sdpr_loc.data.bags import pose_to_matrix, write_stereo_bag
+    from sdpr_loc.data.bags import write_stereo_bag
+    from sdpr_loc.data.messages import pose_to_matrix
     from sdpr_loc.data.maps import build_map
     from sdpr_loc.vision.classical import orb_keypoints
 

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
 
+from sdpr_loc.data.messages import pose_to_matrix, stamp_to_ns  # noqa: E402
 from sdpr_loc.nodes import convert  # noqa: E402
 from sdpr_loc.data.room import StereoRoom  # noqa: E402
 from sdpr_loc.data.synth import default_camera  # noqa: E402
@@ -211,7 +212,7 @@ def test_debug_image_on_request(rig, frames):
     while not got and time.monotonic() < deadline:
         time.sleep(0.02)
     assert got and got[0].encoding == "bgr8" and (got[0].height, got[0].width) == fr[0].left.shape
-    assert convert.stamp_to_ns(got[0].header.stamp) == T0
+    assert stamp_to_ns(got[0].header.stamp) == T0
 
 
 def test_non_standard_frame_size_is_localized(rig):
@@ -225,6 +226,6 @@ def test_non_standard_frame_size_is_localized(rig):
         assert _cert_for(out, f.stamp_ns)["level"] == 0
     s = fr[-1].stamp_ns
     assert out.wait_for(lambda got: s in got.pose, 5)
-    T = convert.msg_to_matrix(out.got.pose[s][1].pose.pose)
+    T = pose_to_matrix(out.got.pose[s][1].pose.pose)
     rel_gt = np.linalg.inv(fr[0].pose) @ fr[-1].pose  # odometry's origin is the first frame
     assert np.linalg.norm(T[:3, 3] - rel_gt[:3, 3]) < 0.05

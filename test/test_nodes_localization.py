@@ -11,6 +11,7 @@ import pytest
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 rclpy = pytest.importorskip("rclpy")
 
+from sdpr_loc.data.messages import pose_to_matrix  # noqa: E402
 from sdpr_loc.nodes import convert  # noqa: E402
 
 WORLD = 103   # a validation world (101 and 102 are held out for evaluation)
@@ -72,7 +73,7 @@ def _send(pub, out, frame, stamp=None, timeout=60):
 
 
 def _error(out, frame):
-    T = convert.msg_to_matrix(out.got.pose[frame.stamp_ns][1].pose.pose)
+    T = pose_to_matrix(out.got.pose[frame.stamp_ns][1].pose.pose)
     E = np.linalg.inv(frame.pose) @ T
     return float(np.linalg.norm(E[:3, 3])), float(np.degrees(np.arccos(np.clip((np.trace(E[:3, :3]) - 1) / 2, -1, 1))))
 

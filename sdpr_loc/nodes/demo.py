@@ -169,7 +169,7 @@ def received_results(got, gt: dict, kmap, teach_stamps, teach_poses) -> list:
     """What the node published, as evaluation FrameResults (anchored through the keyframe each pose
     was localized against, see :func:`sdpr_loc.evaluation.localize.keyframe_anchors`)."""
     from sdpr_loc.evaluation.localize import FrameResult, keyframe_anchors
-    from sdpr_loc.nodes.convert import msg_to_matrix
+    from sdpr_loc.data.messages import pose_to_matrix
 
     anchors = keyframe_anchors(kmap, teach_stamps, teach_poses)
     results = []
@@ -179,7 +179,7 @@ def received_results(got, gt: dict, kmap, teach_stamps, teach_poses) -> list:
         T = None
         if s in got.pose and certified:
             k = int(cert.get("keyframe", -1))
-            T = msg_to_matrix(got.pose[s][1].pose.pose)
+            T = pose_to_matrix(got.pose[s][1].pose.pose)
             T = anchors[k] @ T if k >= 0 else T
         ms = float(cert.get("total_ms", "nan")) if cert else float("nan")
         results.append(FrameResult(stamp_ns=s, T_gt=gt[s], T=T, localized=T is not None, certified=certified,
