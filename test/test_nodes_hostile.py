@@ -12,6 +12,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from sdpr_loc.data.messages import pose_to_matrix, stamp_to_ns  # noqa: E402
 from sdpr_loc.nodes import convert  # noqa: E402
+from hostile_frames import publish_bad_camera_info, publish_bad_encoding  # noqa: E402
 from sdpr_loc.data.room import StereoRoom  # noqa: E402
 from sdpr_loc.data.synth import default_camera  # noqa: E402
 
@@ -102,13 +103,7 @@ def test_hostile_inputs_are_reported_and_survived(rig, frames):
     assert c["level"] == 2 and c["certified"] == "false"
     # unsupported encoding
     s = next(stamp)
-    msg = convert.image_to_msg(fr[2].left, s, "stereo_left_optical_frame")
-    msg.encoding = "32FC1"
-    li, ri = convert.camera_info_msgs(cam, s)
-    pub.left_info.publish(li)
-    pub.right_info.publish(ri)
-    pub.left.publish(msg)
-    pub.right.publish(convert.image_to_msg(fr[2].right, s, "stereo_right_optical_frame"))
+    publish_bad_encoding(pub, fr[2].left, fr[2].right, cam, s)
     d = _diag_for(out, s, level=2)
     assert "32FC1" in d["message"] and "not supported" in d["message"]
     # left/right size mismatch
@@ -122,17 +117,7 @@ def test_hostile_inputs_are_reported_and_survived(rig, frames):
     # NaN and all-zero camera info
     for bad in ("nan", "zero"):
         s = next(stamp)
-        li, ri = convert.camera_info_msgs(cam, s)
-        if bad == "nan":
-            li.p[0] = float("nan")
-        else:
-            li.p = np.zeros(12)
-            ri.p = np.zeros(12)
-        pub.left_info.publish(li)
-        pub.right_info.publish(ri)
-        time.sleep(0.05)
-        pub.left.publish(convert.image_to_msg(fr[2].left, s, "l"))
-        pub.right.publish(convert.image_to_msg(fr[2].right, s, "r"))
+        publish_bad_camera_info(pub, fr[2].left, fr[2].right, cam, s, bad)
         d = _diag_for(out, s, level=2)
         assert "camera info" in d["message"], d
     # malformed keypoint clouds straight to the registration node
