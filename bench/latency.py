@@ -40,10 +40,10 @@ def _drives(out: Path, world: int, frames: int):
 def _load(path: Path, n: int):
     """(left uint8, right uint8, camera, stamp) of the first n frames of a bag."""
     from sdpr_loc.data.bags import StereoBag
+    from sdpr_loc.data.messages import quantize
 
     with StereoBag(path) as bag:
-        return [((f.left * 255 + 0.5).astype(np.uint8), (f.right * 255 + 0.5).astype(np.uint8), f.camera)
-                for _, f in zip(range(n), bag)]
+        return [(quantize(f.left, "mono8"), quantize(f.right, "mono8"), f.camera) for _, f in zip(range(n), bag)]
 
 
 def _run_phase(pub, out, frames, stamp0: int, rate: float) -> dict:
