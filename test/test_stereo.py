@@ -2,7 +2,6 @@
 covariance against Monte-Carlo sampling of pixel noise (the independent reference)."""
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch.autograd import gradcheck

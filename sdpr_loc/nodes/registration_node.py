@@ -25,7 +25,7 @@ from sensor_msgs.msg import PointCloud2
 
 from sdpr_loc.data.messages import stamp_to_ns
 
-from . import convert, pointcloud
+from . import pointcloud
 from .params import declare
 from .pose_output import PoseOutputs
 from .runtime import Worker, load_map, run, torch_threads
