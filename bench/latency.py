@@ -73,7 +73,7 @@ def _pipeline(launch: str, launch_args: dict, frames, rate: float, logs: Path) -
     from rclpy.executors import SingleThreadedExecutor
 
     from sdpr_loc.nodes import bringup, launch_cli
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
 
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(120, 200))
     procs = launch_cli.start(bringup.plan(launch, launch_args), env=dict(os.environ), log_dir=logs / launch)

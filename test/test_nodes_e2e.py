@@ -70,7 +70,7 @@ def _nodes_up(node):
 
 def test_stream_in_certified_poses_out(probe):
     from sdpr_loc.data.messages import pose_to_matrix
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
 
     room, cam = StereoRoom(seed=7), default_camera(240, 320, fx=160.0)
     frames = list(room.frames(18, cam, start_ns=T0, rate_hz=5))

@@ -38,7 +38,7 @@ def frames():
 def rig():
     from rclpy.executors import SingleThreadedExecutor
 
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
     from sdpr_loc.nodes.keypoint_node import KeypointNode
     from sdpr_loc.nodes.registration_node import RegistrationNode
 

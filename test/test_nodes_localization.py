@@ -37,7 +37,7 @@ def _rig(**params):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
     from sdpr_loc.nodes.localization_node import LocalizationNode
 
     rclpy.init()

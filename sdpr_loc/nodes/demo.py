@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from sdpr_loc.data.bags import StereoBag
     from sdpr_loc.data.maps import KeyframeMap
     from sdpr_loc.nodes import bringup, launch_cli
-    from sdpr_loc.nodes.harness import OutputListener
+    from sdpr_loc.nodes.graph_probe import OutputListener
     from sdpr_loc.nodes.play import play
     from sdpr_loc.nodes.record import Recorder
 
