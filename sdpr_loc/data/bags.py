@@ -149,7 +149,7 @@ class BagIndex:
 
 
 # --------------------------------------------------------------------------------------------
-# small conversions
+# rosbags messages of the fields in .messages (the typestore is the writer's)
 # --------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _typestore(distro: str):
