@@ -22,6 +22,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image, PointCloud2
 
+from sdpr_loc.data.messages import stamp_to_ns
+
 from . import convert, pointcloud
 from .params import declare
 from .runtime import Worker, run
@@ -107,7 +109,7 @@ class KeypointNode(Node):
     def _on_error(self, job, exc: BaseException) -> None:
         level = getattr(exc, "level", 2)
         reason = str(exc) if isinstance(exc, FrameError) else f"{type(exc).__name__}: {exc}"
-        stamp = convert.stamp_to_ns(job[0].header.stamp)
+        stamp = stamp_to_ns(job[0].header.stamp)
         self.get_logger().warning(f"frame {stamp}: {reason}", throttle_duration_sec=1.0)
         self._diag(level, reason, {"stamp_ns": stamp, "dropped": self.worker.queue.dropped})
 

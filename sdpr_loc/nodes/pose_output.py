@@ -22,6 +22,7 @@ from collections import deque
 
 import numpy as np
 
+from sdpr_loc.data.messages import pose_to_matrix
 from sdpr_loc.geometry.se3 import hat_np, so3_log_np
 from sdpr_loc.vision.integrity import FAIL, PASS, STATISTICS, WARNING
 
@@ -47,7 +48,7 @@ def parse_extrinsic(values) -> np.ndarray | None:
     pose = Pose()
     pose.position.x, pose.position.y, pose.position.z = v[:3]
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (q / n).tolist()
-    return convert.msg_to_matrix(pose)
+    return pose_to_matrix(pose)
 
 
 def move_covariance(cov: np.ndarray, t_from: np.ndarray, t_to: np.ndarray) -> np.ndarray:

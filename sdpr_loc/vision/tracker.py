@@ -341,7 +341,7 @@ class Tracker:
                t0: float) -> TrackResult:
         """RANSAC + (certified) registration of live points ``src`` onto keyframe points ``trg``
         (covariances ``S_src``, ``S_trg``), the Laplace covariance and the verdict."""
-        from sdpr_loc.geometry.registration import ransac, register
+        from sdpr_loc.geometry.registration import laplace_covariance, ransac, register
 
         cfg, mc = self.config, self.matching
         W0 = np.linalg.inv(S_trg + S_src)
@@ -376,14 +376,9 @@ class Tracker:
         T_kf_cam = np.eye(4)
         T_kf_cam[:3, :3], T_kf_cam[:3, 3] = R, t
         T_par = kf.T @ T_kf_cam
-        # Laplace covariance: J_i = d e_i / d(rho, phi) = [-I, [p_i]x], p_i = R src_i + t
         p = src[inliers] @ R.T + t
         Wi = W[inliers]
-        J = np.zeros((ni, 3, 6))
-        J[:, :, :3] = -np.eye(3)
-        J[:, :, 3:] = hat_np(p) if ni else np.zeros((0, 3, 3))
-        info = np.einsum("nai,nab,nbj->ij", J, Wi, J)
-        cov_kf = np.linalg.pinv(info, hermitian=True) * cfg.integrity.covariance_factor   # calibrated
+        cov_kf = laplace_covariance(src[inliers], Wi, R, t) * cfg.integrity.covariance_factor   # calibrated
         Ad = adjoint_np(kf.T)
         cov_left = kf.cov + Ad @ cov_kf @ Ad.T
         G = np.eye(6)
