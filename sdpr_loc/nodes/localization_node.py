@@ -29,10 +29,10 @@ import numpy as np
 from rclpy.node import Node
 
 from .params import declare
-from . import convert
 from .pose_output import PoseOutputs, camera_pose, parse_extrinsic
 from .runtime import Worker, load_map, run, torch_threads
 from .stereo_input import FrameError, StereoInput, warm_up_pair
+from sdpr_loc.data.messages import pose_to_matrix
 from sdpr_loc.vision.integrity import body_covariance, publishable
 from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig, TrackResult
 
@@ -118,7 +118,7 @@ class LocalizationNode(Node):
     def _on_initial_pose(self, msg) -> None:
         """Keep a valid initial pose for the worker (the tracker is the worker's alone)."""
         frame = msg.header.frame_id
-        T = convert.msg_to_matrix(msg.pose.pose)
+        T = pose_to_matrix(msg.pose.pose)
         cov = np.asarray(msg.pose.covariance, dtype=np.float64).reshape(6, 6)
         problem = (f"frame {frame!r} is not the map frame {self.parent!r}" if frame and frame != self.parent
                    else "" if np.isfinite(T).all() and np.isfinite(cov).all() else "not finite")

@@ -88,7 +88,8 @@ class DenseFrame:
             self.left, self.right = network.encode(lt), network.encode(rt)   # detector: on demand
         self.size = self.left.size                                       # (H, W)
 
-    GRID = 2   # exhaustive search: pixel spacing of its first, coarse pass
+    GRID = 2     # exhaustive search: pixel spacing of its first, coarse pass
+    RIVALS = 4   # ... and the best grid rivals outside the peak searched exactly for the ratio test
 
     @cached_property
     def grid(self) -> Tensor:
@@ -184,7 +185,8 @@ class DenseFrame:
     def _exhaustive(self, descriptors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(uv (M, 2), best cosine (M,), unique (M,)) over the whole image, coarse to fine: the best
         pixel of the :attr:`grid` (every ``GRID``-th pixel), then the exact windowed search around
-        it; the ratio test takes the second best from the grid, outside the peak's neighbourhood.
+        it; the ratio test's second best is the best of the grid outside the peak's neighbourhood,
+        and of exact searches around its ``RIVALS`` best pixels there.
         In chunks of descriptors, so large images (KITTI: 1242 x 375) keep the correlation matrix
         bounded."""
         D, h, w = self.grid.shape
@@ -202,7 +204,17 @@ class DenseFrame:
             r = torch.arange(-(int(cfg.peak_radius) // G), int(cfg.peak_radius) // G + 1, device=dev)
             nj = (bj[:, None, None] + r[None, None, :]).clamp(0, w - 1)
             ni = (bi[:, None, None] + r[None, :, None]).clamp(0, h - 1)
-            second = corr.scatter(1, (ni * w + nj).reshape(M, -1), -2.0).max(-1).values
+            rivals = corr.scatter(1, (ni * w + nj).reshape(M, -1), -2.0)
+            second, top = rivals.topk(self.RIVALS, dim=-1)
+            # the grid misses the rivals' own peaks between its pixels: search the best few exactly
+            o = torch.arange(1 - G, G, device=dev)
+            U = ((top % w) * G)[:, :, None, None] + o[None, None, None, :]
+            V = (torch.div(top, w, rounding_mode="floor") * G)[:, :, None, None] + o[None, None, :, None]
+            U, V = U.expand(-1, -1, len(o), -1).reshape(M, -1), V.expand(-1, -1, -1, len(o)).reshape(M, -1)
+            U, V = U.clamp(0, self.size[1] - 1), V.clamp(0, self.size[0] - 1)
+            near = ((U - bj[:, None] * G).abs() <= cfg.peak_radius) & ((V - bi[:, None] * G).abs() <= cfg.peak_radius)
+            exact = self._correlate(descriptors.to(dev, torch.float32), U, V).masked_fill(near, -2.0)
+            second = torch.maximum(second[:, 0], exact.max(-1).values)
         peak = (torch.stack([bj, bi], -1) * G).cpu().numpy()
         uv, best, unique = self._windowed(descriptors, peak, np.full(M, G + 1))
         return uv, best, unique & self._unique(best, second.to(best.device))

@@ -14,8 +14,12 @@ Modes:
 
 Pose prior: a constant-velocity prediction from the last two trusted poses, with an error
 covariance that grows with the time since the last trusted pose (``prior_sigma_mps``,
-``prior_sigma_dps``). With a prior, dense frames search each keypoint only in a window around its
-predicted pixel (guided); without one (start-up, lost) they search every pixel (exhaustive).
+``prior_sigma_dps``); while there is no velocity yet (the first frames, an initial pose from
+:meth:`Tracker.set_pose`) the pose is predicted to stay put with a wider error
+(``start_sigma_*``). With a prior, dense frames search each keypoint only in a window around its
+predicted pixel, sized from the prior's covariance (guided); without one (start-up, lost) they
+search the whole image (exhaustive); a frame whose guided search gives no trusted pose is searched
+exhaustively once more.
 
 Registration: RANSAC with Mahalanobis gating, a certified refit
 (``sdpr_loc.geometry.registration``) with per-match weights ``W = (Sigma_kf + R Sigma_cam R^T)^-1``
@@ -74,7 +78,7 @@ class TrackerConfig:
     start_sigma_dps: float = 15.0       # initial pose, after a gap): m and deg per s
     search_sigmas: float = 3.0          # guided window half-size: this many pixel std devs
     search_min_px: int = 3              # guided window half-size bounds (px)
-    search_max_px: int = 6
+    search_max_px: int = 16
     seed: int = 0
     integrity: integ.IntegrityConfig = field(default_factory=integ.IntegrityConfig)  # checks, calibration
 
@@ -291,7 +295,7 @@ class Tracker:
         lost = self.lost
         best = self._best_candidate(frame, order, pred, stamp_ns)
         guided = pred is not None and cfg.guided and not isinstance(frame, KeypointFrame)
-        if guided and (best is None or not best.trusted) and getattr(cfg, "retry", True):
+        if guided and (best is None or not best.trusted):
             again = self._best_candidate(frame, order, None, stamp_ns)
             if again is not None and (best is None or (again.trusted, again.inliers) > (best.trusted, best.inliers)):
                 best = again
