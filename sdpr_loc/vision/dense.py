@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from .frames import Correspondences, Guide, Keyframe, PosePrior, covariances, search_windows
 from .keypoints import StereoKeypoints
 from .matching import as_cameras, stereo_match, stereo_points
-from .network import KeypointNet, sample_map
+from .network import KeypointNet, NetOutput
 from .pipeline import LocalizerConfig, as_image_batch, stereo_keypoints
 
 Tensor = torch.Tensor
@@ -84,8 +84,10 @@ class DenseFrame:
                              f"and {tuple(rt.shape)}")
         self.cameras = as_cameras(camera, 1)
         self.camera = self.cameras[0]
-        with torch.inference_mode():
-            self.left, self.right = network.encode(lt), network.encode(rt)   # detector: on demand
+        with torch.inference_mode():   # both images in one batch (per-image norms); detector: on demand
+            both = network.encode(torch.cat([lt, rt]))
+        self.left, self.right = (NetOutput(None, None, [f[i:i + 1] for f in both.features], both.size, both.padded)
+                                 for i in (0, 1))
         self.size = self.left.size                                       # (H, W)
 
     GRID = 2     # exhaustive search: pixel spacing of its first, coarse pass
