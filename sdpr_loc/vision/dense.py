@@ -212,11 +212,13 @@ class DenseFrame:
             o = torch.arange(1 - G, G, device=dev)
             U = ((top % w) * G)[:, :, None, None] + o[None, None, None, :]
             V = (torch.div(top, w, rounding_mode="floor") * G)[:, :, None, None] + o[None, None, :, None]
-            U, V = U.expand(-1, -1, len(o), -1).reshape(M, -1), V.expand(-1, -1, -1, len(o)).reshape(M, -1)
-            U, V = U.clamp(0, self.size[1] - 1), V.clamp(0, self.size[0] - 1)
-            near = ((U - bj[:, None] * G).abs() <= cfg.peak_radius) & ((V - bi[:, None] * G).abs() <= cfg.peak_radius)
-            exact = self._correlate(descriptors.to(dev, torch.float32), U, V).masked_fill(near, -2.0)
-            second = torch.maximum(second[:, 0], exact.max(-1).values)
+            k, ko = self.RIVALS, len(o)                # one row per rival: a small window each
+            U = U.expand(-1, -1, ko, -1).reshape(M * k, -1).clamp(0, self.size[1] - 1)
+            V = V.expand(-1, -1, -1, ko).reshape(M * k, -1).clamp(0, self.size[0] - 1)
+            exact = self._correlate(descriptors.to(dev, torch.float32).repeat_interleave(k, 0), U, V)
+            near = ((U.reshape(M, -1) - bj[:, None] * G).abs() <= cfg.peak_radius) & \
+                ((V.reshape(M, -1) - bi[:, None] * G).abs() <= cfg.peak_radius)
+            second = torch.maximum(second[:, 0], exact.reshape(M, -1).masked_fill(near, -2.0).max(-1).values)
         peak = (torch.stack([bj, bi], -1) * G).cpu().numpy()
         uv, best, unique = self._windowed(descriptors, peak, np.full(M, G + 1))
         return uv, best, unique & self._unique(best, second.to(best.device))
