@@ -14,12 +14,11 @@ Modes:
 
 Pose prior: a constant-velocity prediction from the last two trusted poses, with an error
 covariance that grows with the time since the last trusted pose (``prior_sigma_mps``,
-``prior_sigma_dps``); while there is no velocity yet (the first frames, an initial pose from
-:meth:`Tracker.set_pose`) the pose is predicted to stay put with a wider error
-(``start_sigma_*``). With a prior, dense frames search each keypoint only in a window around its
-predicted pixel, sized from the prior's covariance (guided); without one (start-up, lost) they
-search the whole image (exhaustive); a frame whose guided search gives no trusted pose is searched
-exhaustively once more.
+``prior_sigma_dps``), or an initial pose with its covariance (:meth:`Tracker.set_pose`). With a
+prior, dense frames search each keypoint only in a window around its predicted pixel, sized from
+the prior's covariance (guided); without one (start-up, no velocity yet, lost) they search the
+whole image (exhaustive, coarse to fine); a frame whose guided search gives no trusted pose is
+searched exhaustively once more.
 
 Registration: RANSAC with Mahalanobis gating, a certified refit
 (``sdpr_loc.geometry.registration``) with per-match weights ``W = (Sigma_kf + R Sigma_cam R^T)^-1``
@@ -74,8 +73,6 @@ class TrackerConfig:
                                         # when there is a prediction (False: every pixel, always)
     prior_sigma_mps: float = 0.2        # std of the constant-velocity prediction error, m per s
     prior_sigma_dps: float = 2.0        # ... deg per s (since the last trusted pose)
-    start_sigma_mps: float = 1.5        # std of the motion since a pose with no velocity yet (start,
-    start_sigma_dps: float = 15.0       # initial pose, after a gap): m and deg per s
     search_sigmas: float = 3.0          # guided window half-size: this many pixel std devs
     search_min_px: int = 3              # guided window half-size bounds (px)
     search_max_px: int = 16
@@ -92,9 +89,8 @@ class TrackerConfig:
         if not 1 <= self.search_min_px <= self.search_max_px:
             raise ValueError(f"need 1 <= search_min_px <= search_max_px, got {self.search_min_px}, "
                              f"{self.search_max_px}")
-        if not all(v > 0 for v in (self.prior_sigma_mps, self.prior_sigma_dps, self.start_sigma_mps,
-                                   self.start_sigma_dps, self.search_sigmas)):
-            raise ValueError("prior_sigma_mps/dps, start_sigma_mps/dps and search_sigmas must be positive")
+        if not (self.prior_sigma_mps > 0 and self.prior_sigma_dps > 0 and self.search_sigmas > 0):
+            raise ValueError("prior_sigma_mps, prior_sigma_dps and search_sigmas must be positive")
 
 
 @dataclass
@@ -161,11 +157,12 @@ class Tracker:
         self.velocity: np.ndarray | None = None    # body twist per second (translation, rotation)
 
     def set_pose(self, T: np.ndarray, stamp_ns: int | None = None, cov: np.ndarray | None = None) -> None:
-        """Give a pose prior (an initial pose estimate, e.g. RViz's ``initialpose``) at ``stamp_ns``
-        with the covariance ``cov (6, 6)`` of its error (left perturbation in the camera frame,
-        translation then rotation; None: exact). Later frames are searched around it with the
-        uncertainty of a pose without a velocity (``start_sigma_*``); the velocity follows from
-        the first two poses."""
+        """Give a pose prior (an initial pose estimate, e.g. RViz's ``initialpose``) with the
+        covariance ``cov (6, 6)`` of its error (a perturbation in the camera frame, translation
+        then rotation; None: exact). With ``stamp_ns`` None (an operator's estimate: its time says
+        nothing) or equal to the next frame's, the next frame is searched in windows sized from
+        ``cov``; else, with no velocity yet, around the keyframes nearest it, exhaustively. The
+        velocity follows from the first two tracked poses."""
         self.last_T = np.asarray(T, dtype=np.float64)
         self.last_cov = None if cov is None else np.asarray(cov, dtype=np.float64)
         self.last_stamp = stamp_ns
@@ -194,28 +191,29 @@ class Tracker:
         return TrackResult(stamp_ns=stamp_ns, level=level, reason=reason, keypoints=n, **kw)
 
     # ----- pose prior -----
-    def _predict(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _predict(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray | None] | None:
         """Motion prediction ``(T_parent_camera, cov)`` from the last trusted pose; ``cov`` (6, 6)
-        is the error covariance of the prediction (left perturbation in the camera frame). With a
-        velocity: constant velocity, error ``prior_sigma_*`` per second since that pose. Without
-        one (the first frames, an initial pose): no motion, error ``start_sigma_*`` per second, so
-        the windows are wide enough for the motion a zero-velocity guess misses. None without a
-        pose to start from (relocalize)."""
+        is the error covariance of the prediction (a perturbation in the camera frame,
+        translation then rotation): constant velocity, error ``prior_sigma_*`` per second since
+        that pose, plus the error of an initial pose (:meth:`set_pose`). ``cov`` is None when
+        there is no velocity yet for a later frame: the pose is then only good for choosing
+        nearby keyframes, not for windows (a zero-velocity guess at 5 m/s misses by metres and
+        would pull the search, and with it the pose, towards no motion). None without a pose
+        to start from (relocalize)."""
         if self.last_T is None or self.lost > self.config.max_lost:
             return None
-        cfg = self.config
         dt = 0.0 if self.last_stamp is None else max((stamp_ns - self.last_stamp) * 1e-9, 0.0)
-        if self.velocity is None:
-            T, sm, sd = self.last_T, cfg.start_sigma_mps, cfg.start_sigma_dps
-        else:
-            T, sm, sd = self.last_T @ se3_exp_np(self.velocity * dt), cfg.prior_sigma_mps, cfg.prior_sigma_dps
+        if self.velocity is None and dt > 1e-3:
+            return self.last_T, None
+        T = self.last_T if self.velocity is None else self.last_T @ se3_exp_np(self.velocity * dt)
         dt = max(dt, 0.02)
-        st, sr = sm * dt, math.radians(sd) * dt
+        st = self.config.prior_sigma_mps * dt
+        sr = math.radians(self.config.prior_sigma_dps) * dt
         cov = np.diag([st * st] * 3 + [sr * sr] * 3)
         return T, cov if self.last_cov is None else cov + self.last_cov
 
     def _prior(self, pred, kf: Keyframe) -> PosePrior | None:
-        if pred is None or not self.config.guided:
+        if pred is None or pred[1] is None or not self.config.guided:
             return None
         cfg = self.config
         return PosePrior(np.linalg.inv(pred[0]) @ kf.T, pred[1], cfg.search_sigmas, cfg.search_min_px,
@@ -294,7 +292,7 @@ class Tracker:
             order = self.map.candidates(frame.keypoints, k=cfg.map_candidates)
         lost = self.lost
         best = self._best_candidate(frame, order, pred, stamp_ns)
-        guided = pred is not None and cfg.guided and not isinstance(frame, KeypointFrame)
+        guided = pred is not None and pred[1] is not None and cfg.guided and not isinstance(frame, KeypointFrame)
         if guided and (best is None or not best.trusted):
             again = self._best_candidate(frame, order, None, stamp_ns)
             if again is not None and (best is None or (again.trusted, again.inliers) > (best.trusted, best.inliers)):
@@ -428,7 +426,7 @@ class Tracker:
         s = res.integrity_stats
         Sb = integ.body_covariance(res.covariance, res.T)
         pred = self._predict(stamp_ns)
-        if pred is not None and self.velocity is not None:   # a prediction with a velocity behind it
+        if pred is not None and pred[1] is not None and self.velocity is not None:   # a velocity behind it
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], pred[1], res.T, Sb)
         others = [r for r in tried if r.T is not None and r.trusted]
         if others:
