@@ -108,6 +108,8 @@ def test_initial_pose_replaces_relocalization(drives):
     around it (guided, not exhaustive) and localized; one in another frame is ignored."""
     from geometry_msgs.msg import PoseWithCovarianceStamped
 
+    from sdpr_loc.nodes.convert import pose_to_msg
+
     teach, night, map_path = drives
     rig = _rig(mode="map", map_path=str(map_path))
     node, tester, pub, out, _ = rig
@@ -122,7 +124,7 @@ def test_initial_pose_replaces_relocalization(drives):
             msg.header.frame_id = frame
             T = f.pose.copy()
             T[:3, 3] += offset                     # 0.17 m off the truth, inside its covariance
-            msg.pose.pose = convert.pose_to_msg(T)
+            msg.pose.pose = pose_to_msg(T)
             msg.pose.covariance = list(np.diag([0.2 ** 2] * 3 + [np.radians(2.0) ** 2] * 3).reshape(36))
             send_pose.publish(msg)
             time.sleep(0.5)

@@ -196,31 +196,29 @@ class DenseFrame:
         if descriptors.shape[0] > n:
             parts = [self._exhaustive(descriptors[k:k + n]) for k in range(0, descriptors.shape[0], n)]
             return tuple(torch.cat(x) for x in zip(*parts))
-        M, G = descriptors.shape[0], self.GRID
-        cfg, dev = self.config, self._dev
+        M, G, r = descriptors.shape[0], self.GRID, int(self.config.peak_radius)
+        dev = self._dev
         with torch.inference_mode():
             corr = descriptors.to(dev, self.grid.dtype) @ self.grid.reshape(D, h * w)      # (M, hw)
             arg = corr.argmax(-1)
-            bj, bi = arg % w, torch.div(arg, w, rounding_mode="floor")
-            # second best: the best grid pixel outside the peak's (2 radius + 1)^2 pixel neighbourhood
-            r = torch.arange(-(int(cfg.peak_radius) // G), int(cfg.peak_radius) // G + 1, device=dev)
-            nj = (bj[:, None, None] + r[None, None, :]).clamp(0, w - 1)
-            ni = (bi[:, None, None] + r[None, :, None]).clamp(0, h - 1)
-            rivals = corr.scatter(1, (ni * w + nj).reshape(M, -1), -2.0)
-            second, top = rivals.topk(self.RIVALS, dim=-1)
-            # the grid misses the rivals' own peaks between its pixels: search the best few exactly
+            coarse = torch.stack([arg % w, torch.div(arg, w, rounding_mode="floor")], -1) * G
+            uv, best, unique = self._windowed(descriptors, coarse.cpu().numpy(), np.full(M, G + 1))
+            pu, pv = torch.round(uv.to(dev)).long().unbind(-1)                                # the peak
+            # second best: the best pixel outside the peak's (2 r + 1)^2 neighbourhood; on the grid,
+            # then exactly around the best few grid rivals (the grid misses their own peaks)
+            gu, gv = torch.arange(w, device=dev) * G, torch.arange(h, device=dev) * G
+            near = ((gu[None, None, :] - pu[:, None, None]).abs() <= r) & \
+                ((gv[None, :, None] - pv[:, None, None]).abs() <= r)
+            second, top = corr.masked_fill(near.reshape(M, -1), -2.0).topk(self.RIVALS, dim=-1)
             o = torch.arange(1 - G, G, device=dev)
+            k, ko = self.RIVALS, len(o)                # one row per rival: a small window each
             U = ((top % w) * G)[:, :, None, None] + o[None, None, None, :]
             V = (torch.div(top, w, rounding_mode="floor") * G)[:, :, None, None] + o[None, None, :, None]
-            k, ko = self.RIVALS, len(o)                # one row per rival: a small window each
             U = U.expand(-1, -1, ko, -1).reshape(M * k, -1).clamp(0, self.size[1] - 1)
             V = V.expand(-1, -1, -1, ko).reshape(M * k, -1).clamp(0, self.size[0] - 1)
-            exact = self._correlate(descriptors.to(dev, torch.float32).repeat_interleave(k, 0), U, V)
-            near = ((U.reshape(M, -1) - bj[:, None] * G).abs() <= cfg.peak_radius) & \
-                ((V.reshape(M, -1) - bi[:, None] * G).abs() <= cfg.peak_radius)
-            second = torch.maximum(second[:, 0], exact.reshape(M, -1).masked_fill(near, -2.0).max(-1).values)
-        peak = (torch.stack([bj, bi], -1) * G).cpu().numpy()
-        uv, best, unique = self._windowed(descriptors, peak, np.full(M, G + 1))
+            exact = self._correlate(descriptors.to(dev, torch.float32).repeat_interleave(k, 0), U, V).reshape(M, -1)
+            near = ((U.reshape(M, -1) - pu[:, None]).abs() <= r) & ((V.reshape(M, -1) - pv[:, None]).abs() <= r)
+            second = torch.maximum(second[:, 0], exact.masked_fill(near, -2.0).max(-1).values)
         return uv, best, unique & self._unique(best, second.to(best.device))
 
     def _windowed(self, descriptors: Tensor, uv_pred: np.ndarray, radius: np.ndarray
