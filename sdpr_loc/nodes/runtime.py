@@ -42,6 +42,11 @@ class LatestQueue:
                 return None
             return self._items.pop(0) if self._items else None
 
+    def clear(self) -> None:
+        """Forget the queued items (not counted as dropped)."""
+        with self._cv:
+            self._items.clear()
+
     def close(self) -> None:
         with self._cv:
             self._closed = True
