@@ -48,7 +48,7 @@ def _rig(**params):
     for n in (node, tester):
         ex.add_node(n)
     threading.Thread(target=ex.spin, daemon=True).start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60   # subscribed once autostart has configured and activated it
     while pub.subscribers() == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     return node, tester, pub, out, ex
