@@ -83,12 +83,32 @@ def _summaries(node, by_name: dict[str, dict]) -> None:
 
 
 def _frames(width: int, height: int):
+    """(camera, drive, loop): a short drive through a synthetic room and the looped stream of it
+    (there and back, so it loops without a jump) as uint8 image pairs."""
     from sdpr_loc.nodes.synthetic import StereoRoom, default_camera
 
     cam = default_camera(width, height)
     drive = list(StereoRoom(seed=5).frames(10, cam, start_ns=T0, rate_hz=10))
-    loop = drive + drive[-2:0:-1]     # there and back: the stream loops without a jump
-    return cam, [((f.left * 255 + 0.5).astype(np.uint8), (f.right * 255 + 0.5).astype(np.uint8)) for f in loop]
+    loop = drive + drive[-2:0:-1]
+    return cam, drive, [((f.left * 255 + 0.5).astype(np.uint8), (f.right * 255 + 0.5).astype(np.uint8))
+                        for f in loop]
+
+
+def _maps(drive, out: Path, launches: list[str]) -> dict[str, str]:
+    """Map mode: a ground-truth keyframe map of the drive per launch's front end (network for
+    localize, orb for keypoints). Odometry's position std grows with the distance driven, so a
+    looped odometry stream ends up withheld by the integrity precision check: a map keeps poses
+    flowing for hours, as on a robot repeating a route."""
+    from sdpr_loc.data.maps import build_map
+    from sdpr_loc.vision.frontend import make_extractor
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for ln in launches:
+        frontend = "network" if ln == "localize" else "orb"
+        extract, _ = make_extractor(frontend, device="cpu")
+        paths[ln] = str(build_map(drive, extract, every_m=0.3, frontend=frontend).save(out / f"map_{frontend}.npz"))
+    return paths
 
 
 def main() -> int:
@@ -101,6 +121,9 @@ def main() -> int:
                     help="frames before the RSS slope is measured (default: min(1000, frames / 4))")
     ap.add_argument("--size", default="320x240", help="image size WxH")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_soak"), help="node logs")
+    ap.add_argument("--mode", default="map", choices=("map", "odometry"),
+                    help="map: localize in a map of the looped drive; odometry: chain frames (its position "
+                         "std grows with distance, so the integrity check withholds poses after a while)")
     ap.add_argument("--gpu", action="store_true", help="let the network use CUDA")
     args = ap.parse_args()
     warmup = min(1000, args.frames // 4) if args.warmup is None else args.warmup
@@ -115,14 +138,16 @@ def main() -> int:
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(120, 200)))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cam, drive, loop = _frames(width, height)
+    maps = _maps(drive, args.out, launches) if args.mode == "map" else {}
     procs = []
     for launch in launches:
-        plan = bringup.plan(launch, {"namespace": f"soak_{launch}", "use_gpu": str(args.gpu).lower()})
+        plan = bringup.plan(launch, {"namespace": f"soak_{launch}", "use_gpu": str(args.gpu).lower(),
+                                     "map": maps.get(launch, "")})
         procs += launch_cli.start(plan, env=env, log_dir=args.out / launch)
         for p in procs[-len(plan):]:
             p.pipeline = launch  # type: ignore[attr-defined]
-    cam, loop = _frames(width, height)
-    rclpy.init()
+    rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)   # Ctrl-C: summary so far
     node = rclpy.create_node("soak_bench")
     pubs = {ln: StereoPublisher(rclpy.create_node("soak_camera", namespace=f"/soak_{ln}")) for ln in launches}
     counts = {ln: Counts(node, f"soak_{ln}") for ln in launches}
@@ -134,10 +159,10 @@ def main() -> int:
     threading.Thread(target=ex.spin, daemon=True).start()
     samples: dict[str, list[tuple[int, float]]] = {p.node_name: [] for p in procs}
     crashed: dict[str, str] = {}
-    sent = 0
+    sent, stopped = 0, False
     t_start = time.monotonic()
     print(f"soak: {args.frames} frames at {args.rate:g} Hz, {width}x{height}, launches {launches}, "
-          f"nodes {[p.node_name for p in procs]} (pids {[p.pid for p in procs]}), logs {args.out}", flush=True)
+          f"{args.mode} mode, nodes {[p.node_name for p in procs]} (pids {[p.pid for p in procs]}), logs {args.out}", flush=True)
     try:
         deadline = time.monotonic() + 300
         while not all(node.count_subscribers(f"/soak_{ln}/stereo/left/image_rect") > 0 for ln in launches):
@@ -149,7 +174,7 @@ def main() -> int:
         period = 1.0 / args.rate
         t_next = t0 = time.monotonic()
         for k in range(args.frames + 1):
-            if k % args.sample_every == 0 or k == args.frames:
+            if k % args.sample_every == 0 or k == args.frames or stopped:
                 for p in procs:
                     if p.poll() is not None and p.node_name not in crashed:
                         crashed[p.node_name] = f"exited with {p.returncode} at frame {k}"
@@ -158,15 +183,19 @@ def main() -> int:
                 rss = " ".join(f"{p.node_name}={samples[p.node_name][-1][1]:.0f}" for p in procs)
                 got = " ".join(f"{ln}: cert {c.certificates} pose {c.poses}" for ln, c in counts.items())
                 print(f"[{k:6d}/{args.frames}] {time.monotonic() - t0:6.0f} s  rss_mb {rss}  {got}", flush=True)
-            if k == args.frames:
+            if k == args.frames or stopped:
                 break
-            left, right = loop[k % len(loop)]
-            for pub in pubs.values():
-                pub.publish(left, right, cam, T0 + k * int(period * 1e9))
-                pub.sent.clear()                       # the harness keeps send times: not here
-            sent += 1
-            t_next += period
-            time.sleep(max(0.0, t_next - time.monotonic()))
+            try:
+                left, right = loop[k % len(loop)]
+                for pub in pubs.values():
+                    pub.publish(left, right, cam, T0 + k * int(period * 1e9))
+                    pub.sent.clear()                   # the harness keeps send times: not here
+                sent += 1
+                t_next += period
+                time.sleep(max(0.0, t_next - time.monotonic()))
+            except KeyboardInterrupt:
+                print("interrupted: stopping early", flush=True)
+                stopped = True
         elapsed = time.monotonic() - t0
         time.sleep(3.0)                                # the last frames come back
     finally:
