@@ -6,7 +6,9 @@ rgb8, bgr8), ``stereo/left/camera_info``, ``stereo/right/camera_info``.
 Publishes: ``keypoints`` (PointCloud2, layout in :mod:`sdpr_loc.nodes.pointcloud`; one cloud per
 processed pair, empty when nothing was found, stamped like the left image),
 ``keypoints/debug_image`` (optional), ``/diagnostics`` (DiagnosticArray: OK with counts and
-timing; WARN / ERROR with the reason for every frame that could not be used).
+timing; WARN / ERROR with the reason for every frame that could not be used; and the 1 Hz
+summary ``keypoint_node: keypoints`` of :mod:`sdpr_loc.nodes.managed`). A lifecycle node:
+configure builds the front end, activate subscribes.
 
 Left and right pair by header stamp (``sync_tolerance_ms``, :mod:`sdpr_loc.nodes.stereo_input`);
 pairs go to a worker thread through a one-slot newest-wins queue, so the executor only stashes

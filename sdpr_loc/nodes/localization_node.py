@@ -13,7 +13,8 @@ Subscribes ``stereo/{left,right}/image_rect`` and ``stereo/{left,right}/camera_i
 worse than ``publish_integrity`` (default WARN: FAIL) is not published, its certificate says why.
 With ``camera_to_base`` the pose is the base's (``base_frame``), else the left camera optical
 frame's. Pairs go to one worker thread
-through a one-slot newest-wins queue: the executor only stashes messages.
+through a one-slot newest-wins queue: the executor only stashes messages. A lifecycle node with a
+1 Hz ``/diagnostics`` summary (:mod:`sdpr_loc.nodes.managed`).
 """
 from __future__ import annotations
 
