@@ -232,8 +232,7 @@ def test_diagnostics_summary_contents_and_levels(ros, frames):
     assert 0 < float(d["latency_p50_ms"]) <= float(d["latency_p95_ms"])
     assert int(d["latency_samples"]) > 0 and int(d["queue_drops"]) >= 0
     k = [d for d in summaries("keypoint_node") if d["state"] == "active" and float(d["processed_hz"]) > 0]
-    assert k and "certified_hz" not in k[-1]
-    assert all(s["state"] == "active" for s in k)
+    assert k and "certified_hz" not in k[-1] and float(k[-1]["input_hz"]) > 0   # no certificates there
     # the summaries carry the camera frame as hardware_id
     status = []
     from diagnostic_msgs.msg import DiagnosticArray
