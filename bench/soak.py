@@ -8,12 +8,13 @@ counts what comes back (certificates, poses) without keeping per-frame records. 
 node is still running.
 
 Prints a progress line per sample, then per node: crashes (exited before the end, or not cleanly
-on SIGINT), RSS at the first sample, after warm-up and at the end, and the RSS slope after warm-up
-(least squares, MB per 1,000 frames); per pipeline: frames published, certificates and poses
-received, frames without a certificate (dropped: keep-last-1 QoS and newest-wins queues drop stale
-frames when a node is slower than the stream) and the nodes' own queue drops (their /diagnostics
-summary). Last line: ``rss_growth_mb_per_1k_frames: <max over nodes>``. Target (issue 19): 0
-crashes, <= 1 MB per 1,000 frames per node after warm-up, over >= 10,000 frames at >= 10 Hz.
+on SIGINT), RSS at the first sample, after warm-up, at the end and its maximum, and the RSS slope
+after warm-up in MB per 1,000 frames (Theil-Sen, which transient spikes do not move, and least
+squares); per pipeline: frames published, certificates and poses received, frames without a
+certificate (dropped: keep-last-1 QoS and newest-wins queues drop stale frames when a node is
+slower than the stream) and the nodes' own queue drops (their /diagnostics summary). Last line:
+``rss_growth_mb_per_1k_frames: <max over nodes>`` (Theil-Sen). Target (issue 19): 0 crashes,
+<= 1 MB per 1,000 frames per node after warm-up, over >= 10,000 frames at >= 10 Hz.
 
     python bench/soak.py                      # 10,000 frames at 10 Hz (~17 min), both pipelines
     python bench/soak.py --frames 2000 --launch keypoints
@@ -45,13 +46,20 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def slope_per_1k(frames: list[int], rss: list[float]) -> float:
-    """Least-squares RSS slope, MB per 1,000 frames (NaN with fewer than 2 samples)."""
+def slope_per_1k(frames: list[int], rss: list[float], robust: bool = True) -> float:
+    """RSS slope in MB per 1,000 frames (NaN with fewer than 2 samples). ``robust``: Theil-Sen
+    (median of the pairwise slopes), which the transient allocations of a frame (RSS spikes of
+    100+ MB that the allocator gives back) do not move; else least squares."""
     x, y = np.asarray(frames, float), np.asarray(rss, float)
     ok = np.isfinite(y)
-    if ok.sum() < 2:
+    x, y = x[ok], y[ok]
+    if len(x) < 2:
         return float("nan")
-    return float(np.polyfit(x[ok], y[ok], 1)[0] * 1000.0)
+    if not robust:
+        return float(np.polyfit(x, y, 1)[0] * 1000.0)
+    i, j = np.triu_indices(len(x), 1)
+    keep = x[j] != x[i]
+    return float(np.median((y[j] - y[i])[keep] / (x[j] - x[i])[keep]) * 1000.0)
 
 
 class Counts:
@@ -213,18 +221,19 @@ def main() -> int:
         print(f"pipeline {ln}: certificates {c.certificates}, poses {c.poses}, frames without a "
               f"certificate (dropped) {sent - c.certificates}, node queue drops {drops}")
     print(f"crashes: {len(crashed)}" + "".join(f"\n  {k}: {v}" for k, v in crashed.items()))
-    print(f"{'node':20s} {'rss_first_mb':>12s} {'rss_warm_mb':>12s} {'rss_end_mb':>11s} "
-          f"{'slope_mb_per_1k':>16s}  (after warm-up: frame >= {warmup})")
+    print(f"{'node':20s} {'rss_first_mb':>12s} {'rss_warm_mb':>12s} {'rss_end_mb':>11s} {'rss_max_mb':>11s} "
+          f"{'slope_mb_per_1k':>16s} {'lsq_slope':>10s}  (after warm-up: frame >= {warmup}; slope: Theil-Sen)")
     worst = float("-inf")
     for name, s in samples.items():
         frames = [k for k, _ in s]
         rss = [r for _, r in s]
         after = [(k, r) for k, r in s if k >= warmup]
-        slope = slope_per_1k([k for k, _ in after], [r for _, r in after])
+        xs, ys = [k for k, _ in after], [r for _, r in after]
+        slope, lsq = slope_per_1k(xs, ys), slope_per_1k(xs, ys, robust=False)
         warm = after[0][1] if after else float("nan")
         worst = max(worst, slope) if np.isfinite(slope) else worst
-        print(f"{name:20s} {rss[0]:12.1f} {warm:12.1f} {rss[-1]:11.1f} {slope:16.3f}  "
-              f"({len(after)} samples, frames {frames[0]}..{frames[-1]})")
+        print(f"{name:20s} {rss[0]:12.1f} {warm:12.1f} {rss[-1]:11.1f} {np.nanmax(rss):11.1f} {slope:16.3f} "
+              f"{lsq:10.3f}  ({len(after)} samples, frames {frames[0]}..{frames[-1]})")
     print(f"rss_growth_mb_per_1k_frames: {worst:.3f}")
     return 1 if crashed else 0
 
