@@ -9,11 +9,11 @@ node is still running.
 
 Prints a progress line per sample, then per node: crashes (exited before the end, or not cleanly
 on SIGINT), RSS at the first sample, after warm-up, at the end and its maximum, and the RSS slope
-after warm-up in MB per 1,000 frames (Theil-Sen, which transient spikes do not move, and least
-squares); per pipeline: frames published, certificates and poses received, frames without a
+after warm-up in MB per 1,000 frames (of the floor: block minima, Theil-Sen, which transient
+spikes do not move; and least squares through all samples); per pipeline: frames published, certificates and poses received, frames without a
 certificate (dropped: keep-last-1 QoS and newest-wins queues drop stale frames when a node is
 slower than the stream) and the nodes' own queue drops (their /diagnostics summary). Last line:
-``rss_growth_mb_per_1k_frames: <max over nodes>`` (Theil-Sen). Target (issue 19): 0 crashes,
+``rss_growth_mb_per_1k_frames: <max over nodes>`` (block minima). Target (issue 19): 0 crashes,
 <= 1 MB per 1,000 frames per node after warm-up, over >= 10,000 frames at >= 10 Hz.
 
     python bench/soak.py                      # 10,000 frames at 10 Hz (~17 min), both pipelines
@@ -46,20 +46,27 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def slope_per_1k(frames: list[int], rss: list[float], robust: bool = True) -> float:
-    """RSS slope in MB per 1,000 frames (NaN with fewer than 2 samples). ``robust``: Theil-Sen
-    (median of the pairwise slopes), which the transient allocations of a frame (RSS spikes of
-    100+ MB that the allocator gives back) do not move; else least squares."""
+def slope_per_1k(frames: list[int], rss: list[float], floor: bool = True) -> float:
+    """RSS slope in MB per 1,000 frames (NaN with too few samples).
+
+    ``floor``: the slope of the floor a leak raises - the minimum of each of up to 10 consecutive
+    blocks of >= 10 samples, through which a Theil-Sen line (median of the pairwise slopes) is
+    fitted. The network node's RSS jumps by 100-250 MB for a sample now and then (a frame's
+    transient allocations, given back a moment later) and once in a while dips below its usual
+    floor; neither moves this. Else: least squares through all samples.
+    """
     x, y = np.asarray(frames, float), np.asarray(rss, float)
     ok = np.isfinite(y)
     x, y = x[ok], y[ok]
     if len(x) < 2:
         return float("nan")
-    if not robust:
+    if not floor:
         return float(np.polyfit(x, y, 1)[0] * 1000.0)
-    i, j = np.triu_indices(len(x), 1)
-    keep = x[j] != x[i]
-    return float(np.median((y[j] - y[i])[keep] / (x[j] - x[i])[keep]) * 1000.0)
+    blocks = np.array_split(np.arange(len(x)), max(2, min(10, len(x) // 10)))
+    bx = np.array([x[b].mean() for b in blocks])
+    by = np.array([y[b].min() for b in blocks])
+    i, j = np.triu_indices(len(bx), 1)
+    return float(np.median((by[j] - by[i]) / (bx[j] - bx[i])) * 1000.0)
 
 
 class Counts:
@@ -222,14 +229,14 @@ def main() -> int:
               f"certificate (dropped) {sent - c.certificates}, node queue drops {drops}")
     print(f"crashes: {len(crashed)}" + "".join(f"\n  {k}: {v}" for k, v in crashed.items()))
     print(f"{'node':20s} {'rss_first_mb':>12s} {'rss_warm_mb':>12s} {'rss_end_mb':>11s} {'rss_max_mb':>11s} "
-          f"{'slope_mb_per_1k':>16s} {'lsq_slope':>10s}  (after warm-up: frame >= {warmup}; slope: Theil-Sen)")
+          f"{'slope_mb_per_1k':>16s} {'lsq_slope':>10s}  (after warm-up: frame >= {warmup}; slope of block minima)")
     worst = float("-inf")
     for name, s in samples.items():
         frames = [k for k, _ in s]
         rss = [r for _, r in s]
         after = [(k, r) for k, r in s if k >= warmup]
         xs, ys = [k for k, _ in after], [r for _, r in after]
-        slope, lsq = slope_per_1k(xs, ys), slope_per_1k(xs, ys, robust=False)
+        slope, lsq = slope_per_1k(xs, ys), slope_per_1k(xs, ys, floor=False)
         warm = after[0][1] if after else float("nan")
         worst = max(worst, slope) if np.isfinite(slope) else worst
         print(f"{name:20s} {rss[0]:12.1f} {warm:12.1f} {rss[-1]:11.1f} {np.nanmax(rss):11.1f} {slope:16.3f} "
