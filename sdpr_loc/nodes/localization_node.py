@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import numpy as np
+
 from .managed import ManagedNode
 from .pose_output import PoseOutputs, parse_extrinsic
 from .runtime import load_map, run, torch_threads

@@ -54,8 +54,8 @@ class StereoPair(tuple):
 
 class StereoInput:
     """Subscribes (:meth:`subscribe`) ``stereo/{left,right}/image_rect`` and
-    ``stereo/{left,right}/camera_info`` on ``node`` and calls ``submit(StereoPair)`` for each left/right pair (stamps within
-    ``sync_tol_ns``)."""
+    ``stereo/{left,right}/camera_info`` on ``node`` and calls ``submit(StereoPair)`` for each
+    left/right pair (stamps within ``sync_tol_ns``)."""
 
     def __init__(self, node, submit: Callable[[StereoPair], None], sync_tol_ns: int) -> None:
         self.node, self.submit, self.sync_tol_ns = node, submit, int(sync_tol_ns)
