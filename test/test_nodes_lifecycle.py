@@ -324,3 +324,34 @@ def test_short_soak_bounded_queues_and_objects(ros):
     assert len(kn.input._cameras) <= 16
     # a per-frame leak of even one message (several objects each) would add > 200 objects
     assert after - before < 200, (before, after)
+
+
+def test_lifecycle_command_drives_a_node(ros):
+    """`sdpr-loc lifecycle NODE [TRANSITION]` (the pip stand-in for `ros2 lifecycle`): state,
+    transitions, a refused transition (exit 1) and a missing node (exit 2, one line)."""
+    from rclpy.parameter import Parameter
+
+    from sdpr_loc.nodes.registration_node import RegistrationNode
+
+    tester, spin = ros
+    name = f"lc_cli_{os.getpid()}"
+    rn = RegistrationNode(parameter_overrides=[Parameter("autostart", value=False)],
+                          cli_args=["--ros-args", "-r", f"__node:={name}"])
+    spin(rn)
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "sdpr_loc.cli", "lifecycle", *args], capture_output=True,
+                           text=True, timeout=120, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        return p.returncode, p.stdout + p.stderr
+
+    code, out = cli(name)
+    assert code == 0 and out.strip().endswith(f"/{name}: unconfigured"), out
+    code, out = cli(name, "configure")
+    assert code == 0 and "configure succeeded" in out and out.strip().endswith("inactive"), out
+    assert rn.lifecycle_state == "inactive" and rn.tracker is not None
+    code, out = cli(name, "configure")                         # not a transition of 'inactive'
+    assert code == 1 and "FAILED" in out and out.strip().endswith("inactive"), out
+    code, out = cli(name, "activate")
+    assert code == 0 and rn.lifecycle_state == "active", out
+    code, out = cli(f"no_such_node_{os.getpid()}", "--timeout", "2")
+    assert code == 2 and "no lifecycle node" in out and "Traceback" not in out, out
