@@ -40,10 +40,10 @@ def _drives(out: Path, world: int, frames: int):
 def _load(path: Path, n: int):
     """(left uint8, right uint8, camera, stamp) of the first n frames of a bag."""
     from sdpr_loc.data.bags import StereoBag
+    from sdpr_loc.data.messages import quantize
 
     with StereoBag(path) as bag:
-        return [((f.left * 255 + 0.5).astype(np.uint8), (f.right * 255 + 0.5).astype(np.uint8), f.camera)
-                for _, f in zip(range(n), bag)]
+        return [(quantize(f.left, "mono8"), quantize(f.right, "mono8"), f.camera) for _, f in zip(range(n), bag)]
 
 
 def _run_phase(pub, out, frames, stamp0: int, rate: float) -> dict:
@@ -73,7 +73,7 @@ def _pipeline(launch: str, launch_args: dict, frames, rate: float, logs: Path) -
     from rclpy.executors import SingleThreadedExecutor
 
     from sdpr_loc.nodes import bringup, launch_cli
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
 
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(120, 200))
     procs = launch_cli.start(bringup.plan(launch, launch_args), env=dict(os.environ), log_dir=logs / launch)

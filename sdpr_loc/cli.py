@@ -21,7 +21,7 @@ from sdpr_loc.errors import UserError
 
 # name -> (module, one-line help). Add one line per subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("sdpr_loc.demo", "run the main demo"),
+    "demo": ("sdpr_loc.nodes.demo", "run the main demo: teach by day, repeat at night, over DDS"),
     "polymin-fit": ("sdpr_loc.examples.polymin_fit", "paper example 1: learn where a polynomial's global minimum is"),
     "stereo-cal": ("sdpr_loc.examples.stereo_cal", "paper example 2: tune stereo camera parameters through certified localization"),
     "make-bag": ("sdpr_loc.data.make_bag", "render a synthetic stereo drive to a rosbag2 file"),

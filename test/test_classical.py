@@ -3,14 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from sdpr_loc.nodes.synthetic import StereoRoom, default_camera, drive_poses
+from sdpr_loc.data.room import StereoRoom, room_drive_poses
+from sdpr_loc.data.synth import default_camera
 from sdpr_loc.vision.classical import DESCRIPTOR_DIM, match_along_rows, orb_keypoints
 
 
 @pytest.fixture(scope="module")
 def scene():
-    room, cam = StereoRoom(seed=3), default_camera()
-    T = drive_poses(12)[7]
+    room, cam = StereoRoom(seed=3), default_camera(240, 320, fx=160.0)
+    T = room_drive_poses(12)[7]
     left, right = room.stereo(T, cam)
     return room, cam, T, left, right
 
@@ -59,7 +60,7 @@ def test_uint8_input_equals_float_input(scene):
 
 
 def test_black_frame_has_no_keypoints():
-    cam = default_camera()
+    cam = default_camera(240, 320, fx=160.0)
     z = np.zeros((240, 320), np.float32)
     kp = orb_keypoints(z, z, cam)
     assert kp.uv.shape == (1, 0, 2) and kp.valid.shape == (1, 0)

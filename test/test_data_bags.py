@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdpr_loc.data.bags import (
-    ImageSizeMismatchError, MalformedMessageError, MissingCameraInfoError, MissingTopicError,
-    StereoBag, StereoFrame, StereoTopics, TopicTypeError, UnreadableBagError,
-    UnsupportedEncodingError, camera_to_infos, matrix_to_pose, write_stereo_bag)
+from sdpr_loc.data.bags import StereoBag, StereoFrame, StereoTopics, camera_to_infos, matrix_to_pose, write_stereo_bag
+from sdpr_loc.data.errors import (
+    ImageSizeMismatchError, MalformedMessageError, MissingCameraInfoError, MissingTopicError, TopicTypeError,
+    UnreadableBagError, UnsupportedEncodingError)
 from sdpr_loc.geometry.stereo import StereoCamera
 
 H, W = 24, 32
@@ -303,7 +303,7 @@ def test_decode_image_accepts_rclpy_style_data():
     import array
     from types import SimpleNamespace
 
-    from sdpr_loc.data.bags import decode_image
+    from sdpr_loc.data.messages import decode_image
 
     g = (np.arange(H * W) % 256).astype(np.uint8)
     for data in (g, array.array("B", g.tobytes()), g.tobytes()):

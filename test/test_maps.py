@@ -3,13 +3,14 @@ import numpy as np
 import pytest
 
 from sdpr_loc.data.maps import KeyframeMap, MapError, build_map
-from sdpr_loc.nodes.synthetic import StereoRoom, default_camera
+from sdpr_loc.data.room import StereoRoom
+from sdpr_loc.data.synth import default_camera
 from sdpr_loc.vision.classical import orb_keypoints
 
 
 @pytest.fixture(scope="module")
 def teach():
-    room, cam = StereoRoom(seed=1), default_camera()
+    room, cam = StereoRoom(seed=1), default_camera(240, 320, fx=160.0)
     frames = list(room.frames(26, cam))
     kmap = build_map(iter(frames), orb_keypoints, every_m=1.0, every_deg=10, frontend="orb")
     return room, cam, frames, kmap

@@ -16,7 +16,8 @@ import pytest
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 rclpy = pytest.importorskip("rclpy")
 
-from sdpr_loc.nodes.synthetic import StereoRoom, default_camera, drive_poses  # noqa: E402
+from sdpr_loc.data.room import StereoRoom, room_drive_poses  # noqa: E402
+from sdpr_loc.data.synth import default_camera  # noqa: E402
 
 T0 = 1_750_000_000_000_000_000
 
@@ -68,10 +69,10 @@ def _nodes_up(node):
 
 
 def test_stream_in_certified_poses_out(probe):
-    from sdpr_loc.nodes.convert import msg_to_matrix
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.data.messages import pose_to_matrix
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
 
-    room, cam = StereoRoom(seed=7), default_camera()
+    room, cam = StereoRoom(seed=7), default_camera(240, 320, fx=160.0)
     frames = list(room.frames(18, cam, start_ns=T0, rate_hz=5))
     launch = _cli("launch", "keypoints", "use_gpu:=false")
     try:
@@ -101,7 +102,7 @@ def test_stream_in_certified_poses_out(probe):
         assert cert["certified"] == "true" and cert["level"] == 0 and float(cert["margin"]) > 0
         assert int(cert["inliers"]) >= 10 and float(cert["solve_time_ms"]) > 0
         assert msg.header.frame_id == "odom"
-        T_est = msg_to_matrix(msg.pose.pose)
+        T_est = pose_to_matrix(msg.pose.pose)
         T_gt = origin @ gt[s]
         assert np.linalg.norm(T_est[:3, 3] - T_gt[:3, 3]) < 0.1
         C = np.array(msg.pose.covariance).reshape(6, 6)
@@ -113,14 +114,15 @@ def test_map_mode_play_and_record(tmp_path, probe):
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    from sdpr_loc.data.bags import pose_to_matrix, write_stereo_bag
+    from sdpr_loc.data.bags import write_stereo_bag
+    from sdpr_loc.data.messages import pose_to_matrix
     from sdpr_loc.data.maps import build_map
     from sdpr_loc.vision.classical import orb_keypoints
 
-    room, cam = StereoRoom(seed=8), default_camera()
+    room, cam = StereoRoom(seed=8), default_camera(240, 320, fx=160.0)
     kmap = build_map(room.frames(30, cam), orb_keypoints, every_m=1.0, frontend="orb")
     map_path = kmap.save(tmp_path / "teach.npz")
-    poses = drive_poses(14, step_m=0.25, lateral=0.25, phase=0.4)
+    poses = room_drive_poses(14, step_m=0.25, lateral=0.25, phase=0.4)
     night = list(room.frames(14, cam, poses=poses, start_ns=T0, rate_hz=5, gain=0.6, noise=0.01,
                              rng=np.random.default_rng(1)))
     bag = tmp_path / "night.mcap"
@@ -193,7 +195,7 @@ def test_play_keeps_the_recorded_rate_scaled(tmp_path, probe):
     from sdpr_loc.data.bags import write_stereo_bag
     from sdpr_loc.nodes.play import play
 
-    room, cam = StereoRoom(seed=1), default_camera(160, 120)
+    room, cam = StereoRoom(seed=1), default_camera(120, 160, fx=80.0)
     bag = tmp_path / "b.mcap"
     write_stereo_bag(bag, room.frames(9, cam, start_ns=T0, rate_hz=5))            # 0.2 s apart
     times = []

@@ -10,8 +10,11 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
 
+from sdpr_loc.data.messages import pose_to_matrix, stamp_to_ns  # noqa: E402
 from sdpr_loc.nodes import convert  # noqa: E402
-from sdpr_loc.nodes.synthetic import StereoRoom, default_camera  # noqa: E402
+from hostile_frames import publish_bad_camera_info, publish_bad_encoding  # noqa: E402
+from sdpr_loc.data.room import StereoRoom  # noqa: E402
+from sdpr_loc.data.synth import default_camera  # noqa: E402
 
 T0 = 1_800_000_000_000_000_000
 DT = 100_000_000
@@ -27,7 +30,7 @@ def _rss_mb() -> float:
 
 @pytest.fixture(scope="module")
 def frames():
-    room, cam = StereoRoom(seed=5), default_camera()
+    room, cam = StereoRoom(seed=5), default_camera(240, 320, fx=160.0)
     return cam, list(room.frames(6, cam, start_ns=T0, rate_hz=10))
 
 
@@ -35,7 +38,7 @@ def frames():
 def rig():
     from rclpy.executors import SingleThreadedExecutor
 
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
     from sdpr_loc.nodes.keypoint_node import KeypointNode
     from sdpr_loc.nodes.registration_node import RegistrationNode
 
@@ -100,13 +103,7 @@ def test_hostile_inputs_are_reported_and_survived(rig, frames):
     assert c["level"] == 2 and c["certified"] == "false"
     # unsupported encoding
     s = next(stamp)
-    msg = convert.image_to_msg(fr[2].left, s, "stereo_left_optical_frame")
-    msg.encoding = "32FC1"
-    li, ri = convert.camera_info_msgs(cam, s)
-    pub.left_info.publish(li)
-    pub.right_info.publish(ri)
-    pub.left.publish(msg)
-    pub.right.publish(convert.image_to_msg(fr[2].right, s, "stereo_right_optical_frame"))
+    publish_bad_encoding(pub, fr[2].left, fr[2].right, cam, s)
     d = _diag_for(out, s, level=2)
     assert "32FC1" in d["message"] and "not supported" in d["message"]
     # left/right size mismatch
@@ -120,17 +117,7 @@ def test_hostile_inputs_are_reported_and_survived(rig, frames):
     # NaN and all-zero camera info
     for bad in ("nan", "zero"):
         s = next(stamp)
-        li, ri = convert.camera_info_msgs(cam, s)
-        if bad == "nan":
-            li.p[0] = float("nan")
-        else:
-            li.p = np.zeros(12)
-            ri.p = np.zeros(12)
-        pub.left_info.publish(li)
-        pub.right_info.publish(ri)
-        time.sleep(0.05)
-        pub.left.publish(convert.image_to_msg(fr[2].left, s, "l"))
-        pub.right.publish(convert.image_to_msg(fr[2].right, s, "r"))
+        publish_bad_camera_info(pub, fr[2].left, fr[2].right, cam, s, bad)
         d = _diag_for(out, s, level=2)
         assert "camera info" in d["message"], d
     # malformed keypoint clouds straight to the registration node
@@ -210,20 +197,20 @@ def test_debug_image_on_request(rig, frames):
     while not got and time.monotonic() < deadline:
         time.sleep(0.02)
     assert got and got[0].encoding == "bgr8" and (got[0].height, got[0].width) == fr[0].left.shape
-    assert convert.stamp_to_ns(got[0].header.stamp) == T0
+    assert stamp_to_ns(got[0].header.stamp) == T0
 
 
 def test_non_standard_frame_size_is_localized(rig):
     """Frames of 200x296 (not 240x320, not a multiple of 16) through the keypoint and
     registration nodes: a certified pose near the ground truth comes out."""
     kn, rn, tester, pub, out = rig
-    cam = default_camera(width=296, height=200)
+    cam = default_camera(200, 296, fx=148.0)
     fr = list(StereoRoom(seed=5).frames(3, cam, start_ns=T0 + 5000 * DT, rate_hz=10))
     for f in fr:
         pub.publish(f.left, f.right, cam, f.stamp_ns)
         assert _cert_for(out, f.stamp_ns)["level"] == 0
     s = fr[-1].stamp_ns
     assert out.wait_for(lambda got: s in got.pose, 5)
-    T = convert.msg_to_matrix(out.got.pose[s][1].pose.pose)
+    T = pose_to_matrix(out.got.pose[s][1].pose.pose)
     rel_gt = np.linalg.inv(fr[0].pose) @ fr[-1].pose  # odometry's origin is the first frame
     assert np.linalg.norm(T[:3, 3] - rel_gt[:3, 3]) < 0.05

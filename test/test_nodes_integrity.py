@@ -16,7 +16,7 @@ def test_fail_pose_is_not_published_and_the_certificate_says_why():
     from sensor_msgs.msg import PointCloud2
 
     from sdpr_loc.nodes import convert, pointcloud
-    from sdpr_loc.nodes.harness import OutputListener
+    from sdpr_loc.nodes.graph_probe import OutputListener
     from sdpr_loc.nodes.registration_node import RegistrationNode
 
     frames = keypoint_frames(noise=(1.0, 1.5))             # keyframe, clean, 1.5x the modelled noise std

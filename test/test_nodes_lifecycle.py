@@ -16,7 +16,7 @@ import pytest
 pytestmark = [pytest.mark.ros]
 rclpy = pytest.importorskip("rclpy")
 
-from sdpr_loc.nodes import convert  # noqa: E402
+from sdpr_loc.data.messages import pose_to_matrix, stamp_to_ns  # noqa: E402
 from sdpr_loc.nodes.managed import summary_level  # noqa: E402
 from sdpr_loc.nodes.synthetic import StereoRoom, default_camera  # noqa: E402
 
@@ -149,7 +149,7 @@ def test_transitions_over_dds_and_deactivate_keeps_state(ros, frames):
         assert out.wait_for(lambda got: f.stamp_ns in got.certificate, 30)
     s = fr[10].stamp_ns
     assert out.wait_for(lambda got: s in got.pose, 10)
-    T = convert.msg_to_matrix(out.got.pose[s][1].pose.pose)
+    T = pose_to_matrix(out.got.pose[s][1].pose.pose)
     rel_gt = np.linalg.inv(fr[0].pose) @ fr[10].pose
     assert np.linalg.norm(T[:3, 3] - rel_gt[:3, 3]) < 0.1
 
@@ -277,7 +277,7 @@ class _Counter:
 
     def _cert(self, msg):
         self.certificates += 1
-        self.last = convert.stamp_to_ns(msg.header.stamp)
+        self.last = stamp_to_ns(msg.header.stamp)
 
     def _pose(self, msg):
         self.poses += 1

@@ -11,7 +11,8 @@ import pytest
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 rclpy = pytest.importorskip("rclpy")
 
-from sdpr_loc.nodes import convert  # noqa: E402
+from sdpr_loc.data.messages import pose_to_matrix  # noqa: E402
+from hostile_frames import publish_bad_camera_info, publish_bad_encoding  # noqa: E402
 
 WORLD = 103   # a validation world (101 and 102 are held out for evaluation)
 
@@ -36,7 +37,7 @@ def _rig(**params):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
     from sdpr_loc.nodes.localization_node import LocalizationNode
 
     rclpy.init()
@@ -72,7 +73,7 @@ def _send(pub, out, frame, stamp=None, timeout=60):
 
 
 def _error(out, frame):
-    T = convert.msg_to_matrix(out.got.pose[frame.stamp_ns][1].pose.pose)
+    T = pose_to_matrix(out.got.pose[frame.stamp_ns][1].pose.pose)
     E = np.linalg.inv(frame.pose) @ T
     return float(np.linalg.norm(E[:3, 3])), float(np.degrees(np.arccos(np.clip((np.trace(E[:3, :3]) - 1) / 2, -1, 1))))
 
@@ -98,6 +99,43 @@ def test_night_against_day_map_and_kidnapped_start(drives):
         assert np.mean(good) >= 0.6, good
         searches = [out.got.certificate[f.stamp_ns][1].get("search") for f in night[6:]]
         assert searches[0] == "exhaustive" and "guided" in searches, searches
+    finally:
+        _close(rig)
+
+
+def test_initial_pose_replaces_relocalization(drives):
+    """An ``initialpose`` (RViz's 2D Pose Estimate) in the map frame: the next frame is searched
+    around it (guided, not exhaustive) and localized; one in another frame is ignored."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    teach, night, map_path = drives
+    rig = _rig(mode="map", map_path=str(map_path))
+    node, tester, pub, out, _ = rig
+    try:
+        send_pose = tester.create_publisher(PoseWithCovarianceStamped, "initialpose", 1)
+        deadline = time.monotonic() + 10
+        while send_pose.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def initial(frame: str, f, offset: float) -> None:
+            msg = PoseWithCovarianceStamped()
+            msg.header.frame_id = frame
+            T = f.pose.copy()
+            T[:3, 3] += offset                     # 0.17 m off the truth, inside its covariance
+            msg.pose.pose = convert.pose_to_msg(T)
+            msg.pose.covariance = list(np.diag([0.2 ** 2] * 3 + [np.radians(2.0) ** 2] * 3).reshape(36))
+            send_pose.publish(msg)
+            time.sleep(0.5)
+
+        initial("odom", night[8], 0.1)            # wrong frame: ignored, the tracker relocalizes
+        node.tracker.reset()
+        assert _send(pub, out, night[8])["search"] == "exhaustive"
+        node.tracker.reset()
+        initial("map", night[10], 0.1)
+        c = _send(pub, out, night[10])
+        assert c["search"] == "guided" and c["certified"] == "true", c
+        t, r = _error(out, night[10])
+        assert t < 0.25 and r < 2.0, (t, r)
     finally:
         _close(rig)
 
@@ -168,13 +206,7 @@ def test_hostile_inputs_are_reported_and_survived(drives):
         cases["identical"] = s
         assert wait(s)
         s = next(stamp)
-        msg = convert.image_to_msg(f.left, s, "stereo_left_optical_frame")
-        msg.encoding = "32FC1"
-        li, ri = convert.camera_info_msgs(cam, s)
-        pub.left_info.publish(li)
-        pub.right_info.publish(ri)
-        pub.left.publish(msg)
-        pub.right.publish(convert.image_to_msg(f.right, s, "stereo_right_optical_frame"))
+        publish_bad_encoding(pub, f.left, f.right, cam, s)
         cases["encoding"] = s
         assert wait(s)
         s = next(stamp)
@@ -191,17 +223,7 @@ def test_hostile_inputs_are_reported_and_survived(drives):
         assert "out of order" in out.got.certificate[s_old][1]["message"]
         for bad in ("nan", "zero"):
             s = next(stamp)
-            li, ri = convert.camera_info_msgs(cam, s)
-            if bad == "nan":
-                li.p[0] = float("nan")
-            else:
-                li.p = np.zeros(12)
-                ri.p = np.zeros(12)
-            pub.left_info.publish(li)
-            pub.right_info.publish(ri)
-            time.sleep(0.05)
-            pub.left.publish(convert.image_to_msg(f.left, s, "l"))
-            pub.right.publish(convert.image_to_msg(f.right, s, "r"))
+            publish_bad_camera_info(pub, f.left, f.right, cam, s, bad)
             assert out.wait_for(lambda got: s in got.certificate, 30), bad
             assert "camera info" in out.got.certificate[s][1]["message"]
         for st, (_, cv) in out.got.certificate.items():

@@ -138,12 +138,13 @@ def test_project_trainer_adapter_and_network_frontend(tmp_path):
     from sdpr_loc.data.bags import write_stereo_bag
     from sdpr_loc.vision.frontend import make_extractor
     from sdpr_loc.nodes.params import config_path, load_defaults
-    from sdpr_loc.nodes.synthetic import StereoRoom, default_camera, drive_poses
+    from sdpr_loc.data.room import StereoRoom, room_drive_poses
+    from sdpr_loc.data.synth import default_camera
     from sdpr_loc.nodes.trainer_node import project_train
 
-    room, cam = StereoRoom(seed=9), default_camera(128, 96)
+    room, cam = StereoRoom(seed=9), default_camera(96, 128, fx=64.0)
     write_stereo_bag(tmp_path / "day.mcap", room.frames(8, cam))
-    write_stereo_bag(tmp_path / "night.mcap", room.frames(8, cam, poses=drive_poses(8, lateral=0.2), gain=0.6))
+    write_stereo_bag(tmp_path / "night.mcap", room.frames(8, cam, poses=room_drive_poses(8, lateral=0.2), gain=0.6))
     params = load_defaults("trainer_node", config_path("train.yaml"))
     params.update(epochs=1, batch_size=4, progress=False, tensorboard=False, val_fraction=0.0, warmup_steps=1)
     steps = []

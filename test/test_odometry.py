@@ -53,10 +53,11 @@ def test_rotation_error_in_degrees_per_100m():
 
 @pytest.fixture(scope="module")
 def odd_bag(tmp_path_factory):
-    from sdpr_loc.nodes.synthetic import StereoRoom, default_camera
+    from sdpr_loc.data.room import StereoRoom
+    from sdpr_loc.data.synth import default_camera
 
     path = tmp_path_factory.mktemp("odom") / "room.mcap"
-    cam = default_camera(width=SIZE[1], height=SIZE[0])
+    cam = default_camera(*SIZE, fx=SIZE[1] / 2)
     write_stereo_bag(path, StereoRoom(seed=3).frames(6, cam))
     return path
 

@@ -183,3 +183,34 @@ def test_ransac_rejects_outliers_and_certifies():
     assert rotation_angle(reg.R, clean.R).max() < 5e-3
     # least squares on everything is pulled off by the outliers
     assert rotation_angle(register(src, trg_bad, w, W).R, R).max() > rotation_angle(reg.R, R).max()
+
+
+def test_laplace_covariance_is_the_inverse_hessian_by_finite_differences():
+    """With exact matches the Gauss-Newton Hessian is the Hessian of cost / 2 at the optimum, for
+    a left perturbation T <- exp(xi) T; a central-difference Hessian is the reference."""
+    from sdpr_loc.geometry.registration import laplace_covariance
+    from sdpr_loc.geometry.se3 import se3_exp_np
+
+    rng = np.random.default_rng(4)
+    src = rng.normal(size=(30, 3)) * [3.0, 2.0, 5.0] + [0.0, 0.0, 10.0]
+    A = rng.normal(size=(30, 3, 3))
+    W = A @ A.transpose(0, 2, 1) + 0.1 * np.eye(3)
+    T = np.eye(4)
+    T[:3, :3] = random_rotation(generator=torch.Generator().manual_seed(1)).numpy()
+    T[:3, 3] = (0.5, -1.0, 2.0)
+    trg = src @ T[:3, :3].T + T[:3, 3]
+
+    def half_cost(xi):
+        Tx = se3_exp_np(xi) @ T
+        e = trg - (src @ Tx[:3, :3].T + Tx[:3, 3])
+        return 0.5 * np.einsum("ni,nij,nj->", e, W, e)
+
+    h, H = 1e-4, np.zeros((6, 6))
+    for i in range(6):
+        for j in range(6):
+            d = np.zeros((4, 6))
+            d[:, i] += h * np.array([1, 1, -1, -1])
+            d[:, j] += h * np.array([1, -1, 1, -1])
+            H[i, j] = (half_cost(d[0]) - half_cost(d[1]) - half_cost(d[2]) + half_cost(d[3])) / (4 * h * h)
+    cov = laplace_covariance(src, W, T[:3, :3], T[:3, 3])
+    np.testing.assert_allclose(cov @ H, np.eye(6), atol=1e-5)

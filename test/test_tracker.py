@@ -6,7 +6,8 @@ import torch
 
 from sdpr_loc.data.maps import build_map
 from sdpr_loc.geometry.se3 import so3_exp
-from sdpr_loc.nodes.synthetic import StereoRoom, default_camera, drive_poses
+from sdpr_loc.data.room import StereoRoom, room_drive_poses
+from sdpr_loc.data.synth import default_camera
 from sdpr_loc.vision.pipeline import LocalizerConfig
 from sdpr_loc.vision.tracker import ERROR, OK, Tracker, TrackerConfig
 from sdpr_loc.vision.classical import orb_keypoints
@@ -15,7 +16,7 @@ from sdpr_loc.vision.keypoints import StereoKeypoints
 
 @pytest.fixture(scope="module")
 def drive():
-    room, cam = StereoRoom(seed=2), default_camera()
+    room, cam = StereoRoom(seed=2), default_camera(240, 320, fx=160.0)
     frames = list(room.frames(24, cam))
     return room, cam, frames, [orb_keypoints(f.left, f.right, cam) for f in frames]
 
@@ -52,7 +53,7 @@ def test_map_mode_localizes_a_different_drive_at_night(drive):
     room, cam, frames, _ = drive
     kmap = build_map(iter(frames), orb_keypoints, every_m=1.0, frontend="orb")
     tr = Tracker(TrackerConfig(mode="map"), kmap)
-    poses = drive_poses(16, step_m=0.25, lateral=0.3, phase=0.6)
+    poses = room_drive_poses(16, step_m=0.25, lateral=0.3, phase=0.6)
     rng = np.random.default_rng(0)
     results = []
     for f in room.frames(16, cam, poses=poses, gain=0.55, noise=0.01, rng=rng):

@@ -15,10 +15,11 @@ from sdpr_loc.training.train_cli import build_datasets
 
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory):
-    from sdpr_loc.nodes.synthetic import StereoRoom, default_camera
+    from sdpr_loc.data.room import StereoRoom
+    from sdpr_loc.data.synth import default_camera
 
     path = tmp_path_factory.mktemp("todo") / "drive.mcap"
-    write_stereo_bag(path, StereoRoom(seed=2).frames(7, default_camera(width=96, height=64)))
+    write_stereo_bag(path, StereoRoom(seed=2).frames(7, default_camera(64, 96, fx=48.0)))
     return path
 
 

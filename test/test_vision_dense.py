@@ -182,8 +182,8 @@ def test_matching_in_chunks_equals_matching_at_once(setup):
     live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
     _, _, desc = _valid(DenseFrame(network, frames[0].left, frames[0].right, frames[0].camera, cfg).keypoints)
     whole = live.match(desc)
-    H, W = fr.left.shape
-    live.MAX_CORRELATIONS = 7 * H * W      # chunks of 7 keypoints (the last one shorter)
+    D, h, w = live.grid.shape
+    live.MAX_CORRELATIONS = 7 * h * w      # chunks of 7 keypoints (the last one shorter)
     parts = live.match(desc)
     assert len(desc) > 7 and len(desc) % 7
     # float32 products blocked differently differ in the last bits; the 0.02 soft-argmax temperature
@@ -193,3 +193,23 @@ def test_matching_in_chunks_equals_matching_at_once(setup):
     np.testing.assert_allclose(parts.uv, whole.uv, atol=0.01)
     both = parts.valid & whole.valid
     np.testing.assert_allclose(parts.points[both], whole.points[both], rtol=1e-3, atol=1e-3)
+
+
+def test_window_cosines_equal_the_full_descriptor_map(setup):
+    """The guided search's per-level cosines (dot products at each level's resolution, blended,
+    over a norm map computed once) are the full-resolution map's, at the image border too."""
+    network, cfg, frames = setup
+    fr = frames[1]
+    live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
+    _, _, desc = _valid(DenseFrame(network, frames[0].left, frames[0].right, frames[0].camera, cfg).keypoints)
+    H, W = live.size
+    g = torch.Generator().manual_seed(0)
+    M, r = len(desc), 9
+    cu = torch.randint(0, W, (M, 1), generator=g)
+    cv = torch.randint(0, H, (M, 1), generator=g)
+    cu[:4, 0], cv[:4, 0] = torch.tensor([0, W - 1, 0, W - 1]), torch.tensor([0, 0, H - 1, H - 1])  # corners
+    o = torch.arange(-r, r + 1)
+    U = (cu + o.repeat(len(o))[None]).clamp(0, W - 1)
+    V = (cv + o.repeat_interleave(len(o))[None]).clamp(0, H - 1)
+    full = (desc @ network.dense_descriptors(live.left)[0].reshape(-1, H * W)).gather(1, V * W + U)
+    np.testing.assert_allclose(live._correlate(desc, U, V).numpy(), full.numpy(), atol=2e-5)

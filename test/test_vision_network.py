@@ -55,6 +55,17 @@ def test_odd_sizes_are_padded_and_cropped():
     assert net.encode(torch.rand(1, 61, 90)).features[0].shape[-2:] == (64, 96)
 
 
+def test_detect_after_encode_is_forward():
+    """A live frame encodes first and runs the detector only when it needs keypoints: the two
+    steps give forward's outputs."""
+    net = _net()
+    x = torch.rand(2, 1, 61, 90)
+    a, b = net(x), net.detect(net.encode(x))
+    torch.testing.assert_close(b.logits, a.logits)
+    torch.testing.assert_close(b.scores, a.scores)
+    assert net.encode(x).logits is None and b.padded == a.padded and b.size == a.size
+
+
 def test_determinism_with_seed():
     a, b = _net(), _net()
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):

@@ -1,7 +1,9 @@
 """Data: stereo drives in rosbag2 files, synthetic stereo worlds, and training pairs.
 
-* :mod:`.bags` -- :class:`StereoBag` (read, streaming), :func:`write_stereo_bag`, errors.
+* :mod:`.bags` -- :class:`StereoBag` (read, streaming), :func:`write_stereo_bag`.
+* :mod:`.messages` -- standard ROS messages <-> numpy (bags and nodes); :mod:`.errors` -- BagError family.
 * :mod:`.synth` -- :func:`make_world`, :func:`render_drive` (teach/repeat, day/dusk/night).
+* :mod:`.room` -- :class:`StereoRoom`: a textured box that renders in milliseconds (tests).
 * :mod:`.dataset` -- :class:`PairDataset` (teach/repeat), :class:`OdometryDataset`.
 
 Names are imported lazily, so ``import sdpr_loc.data`` stays cheap.
@@ -12,12 +14,13 @@ import importlib
 
 _EXPORTS = {
     "StereoFrame": "bags", "StereoTopics": "bags", "StereoBag": "bags", "BagIndex": "bags",
-    "write_stereo_bag": "bags", "camera_from_infos": "bags", "decode_image": "bags",
-    "bag_checksum": "bags",
-    "BagError": "bags", "UnreadableBagError": "bags", "MissingTopicError": "bags",
-    "TopicTypeError": "bags", "UnsupportedEncodingError": "bags",
-    "ImageSizeMismatchError": "bags", "MissingCameraInfoError": "bags",
-    "MalformedMessageError": "bags",
+    "write_stereo_bag": "bags", "bag_checksum": "bags",
+    "camera_from_infos": "messages", "decode_image": "messages", "encode_image": "messages",
+    "BagError": "errors", "UnreadableBagError": "errors", "MissingTopicError": "errors",
+    "EmptyBagError": "errors", "TopicTypeError": "errors", "UnsupportedEncodingError": "errors",
+    "ImageSizeMismatchError": "errors", "MissingCameraInfoError": "errors",
+    "MalformedMessageError": "errors",
+    "StereoRoom": "room",
     "World": "synth", "make_world": "synth", "render_drive": "synth", "drive_poses": "synth",
     "default_camera": "synth", "StereoRenderer": "synth", "CONDITIONS": "synth",
     "Condition": "synth",

@@ -32,63 +32,24 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from sdpr_loc.errors import UsageError, UserError
+from sdpr_loc.errors import UsageError
 from sdpr_loc.geometry.stereo import StereoCamera  # only its constructor is used here
+
+from .errors import (BagError, EmptyBagError, ImageSizeMismatchError, MissingCameraInfoError, MissingTopicError,
+                     TopicTypeError, UnreadableBagError, UnsupportedEncodingError)
+from .messages import (SUPPORTED_ENCODINGS, camera_from_infos, camera_info_fields, decode_image, encode_image,
+                       ns_to_sec_nanosec, pose_fields, pose_to_matrix, stamp_to_ns)
 
 __all__ = [
     "StereoFrame", "StereoTopics", "StereoBag", "BagIndex", "write_stereo_bag",
-    "camera_from_infos", "camera_to_infos", "decode_image", "bag_checksum", "bag_files", "open_reader",
-    "pose_to_matrix", "matrix_to_pose", "SUPPORTED_ENCODINGS",
-    "BagError", "UnreadableBagError", "MissingTopicError", "EmptyBagError", "TopicTypeError",
-    "UnsupportedEncodingError", "ImageSizeMismatchError", "MissingCameraInfoError",
-    "MalformedMessageError",
+    "camera_to_infos", "matrix_to_pose", "bag_checksum", "bag_files", "open_reader",
 ]
 
-SUPPORTED_ENCODINGS = ("mono8", "mono16", "rgb8", "bgr8")
 DISTROS = {"kilted": "ROS2_KILTED", "jazzy": "ROS2_JAZZY"}
 IMAGE_T = "sensor_msgs/msg/Image"
 INFO_T = "sensor_msgs/msg/CameraInfo"
 POSE_T = "geometry_msgs/msg/PoseStamped"
 _STORAGE_SUFFIX = {".mcap": "mcap", ".db3": "sqlite3"}
-
-
-# --------------------------------------------------------------------------------------------
-# errors: one class per problem, all UserErrors and ValueErrors; messages name the bag, topic, fix
-# --------------------------------------------------------------------------------------------
-class BagError(UserError, ValueError):
-    """A bag cannot be used as a stereo drive; the message says why."""
-
-
-class UnreadableBagError(BagError):
-    """The path is not a readable rosbag2 (missing, not a bag, truncated or corrupt)."""
-
-
-class MissingTopicError(BagError):
-    """A required topic is not in the bag; the message lists the topics the bag has."""
-
-
-class EmptyBagError(BagError):
-    """The bag (or the topics in use) holds no messages."""
-
-
-class TopicTypeError(BagError):
-    """A topic exists but carries a different message type than expected."""
-
-
-class UnsupportedEncodingError(BagError):
-    """An image encoding other than mono8, mono16, rgb8, bgr8."""
-
-
-class ImageSizeMismatchError(BagError):
-    """Left and right images (or image and camera info) differ in size."""
-
-
-class MissingCameraInfoError(BagError):
-    """No CameraInfo for the images (topic absent, or no message before the bag ends)."""
-
-
-class MalformedMessageError(BagError):
-    """A message contradicts itself (image data shorter than step * height, bad matrices)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,7 +149,7 @@ class BagIndex:
 
 
 # --------------------------------------------------------------------------------------------
-# small conversions
+# rosbags messages of the fields in .messages (the typestore is the writer's)
 # --------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _typestore(distro: str):
@@ -200,198 +161,45 @@ def _typestore(distro: str):
     return get_typestore(getattr(Stores, key))
 
 
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def _time(ts, stamp_ns: int):
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return ts.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec)
-
-
-def _quat_from_R(R: np.ndarray) -> np.ndarray:
-    """Unit quaternion (x, y, z, w), w >= 0, by Shepperd's method (stable for all rotations)."""
-    m = np.asarray(R, dtype=np.float64)
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    cands = np.array([tr, m[0, 0], m[1, 1], m[2, 2]])
-    k = int(np.argmax(cands))
-    if k == 0:
-        s = 2.0 * np.sqrt(max(1.0 + tr, 0.0))
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
-    elif k == 1:
-        s = 2.0 * np.sqrt(max(1.0 + m[0, 0] - m[1, 1] - m[2, 2], 0.0))
-        q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
-    elif k == 2:
-        s = 2.0 * np.sqrt(max(1.0 + m[1, 1] - m[0, 0] - m[2, 2], 0.0))
-        q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
-    else:
-        s = 2.0 * np.sqrt(max(1.0 + m[2, 2] - m[0, 0] - m[1, 1], 0.0))
-        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
-
-
-def _R_from_quat(q: Sequence[float]) -> np.ndarray:
-    x, y, z, w = (float(v) for v in q)
-    n = x * x + y * y + z * z + w * w
-    if not np.isfinite(n) or n < 1e-12:
-        raise MalformedMessageError(f"pose orientation {tuple(q)} is not a valid quaternion")
-    s = 2.0 / n
-    return np.array([
-        [1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w)],
-        [s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w)],
-        [s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y)],
-    ])
-
-
-def pose_to_matrix(pose) -> np.ndarray:
-    """geometry_msgs/Pose -> (4, 4) float64 homogeneous transform."""
-    T = np.eye(4)
-    o, p = pose.orientation, pose.position
-    T[:3, :3] = _R_from_quat((o.x, o.y, o.z, o.w))
-    T[:3, 3] = (p.x, p.y, p.z)
-    return T
+    sec, nanosec = ns_to_sec_nanosec(stamp_ns)
+    return ts.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
 
 
 def matrix_to_pose(ts, T: np.ndarray):
-    """(4, 4) transform -> geometry_msgs/Pose of typestore ``ts``."""
+    """(4, 4) transform -> geometry_msgs/Pose of typestore ``ts``; ValueError unless the rotation
+    is orthonormal with det +1 (ground truth is written as given, never repaired)."""
     T = np.asarray(T, dtype=np.float64)
     R = T[:3, :3]
     if not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
         raise ValueError("pose rotation is not orthonormal with det +1")
-    q = _quat_from_R(R)
+    (x, y, z), q = pose_fields(T)
     G = ts.types
     return G["geometry_msgs/msg/Pose"](
-        position=G["geometry_msgs/msg/Point"](x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+        position=G["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=float(z)),
         orientation=G["geometry_msgs/msg/Quaternion"](x=float(q[0]), y=float(q[1]), z=float(q[2]),
                                                      w=float(q[3])),
     )
-
-
-def _field(info, name: str) -> np.ndarray:
-    val = info[name] if isinstance(info, Mapping) else getattr(info, name)
-    return np.asarray(val, dtype=np.float64).reshape(-1)
-
-
-def _int_field(info, name: str) -> int | None:
-    val = info.get(name) if isinstance(info, Mapping) else getattr(info, name, None)
-    return None if val is None or int(val) == 0 else int(val)
-
-
-def camera_from_infos(left_info, right_info) -> StereoCamera:
-    """Rectified stereo model from left/right CameraInfo (messages or dicts with ``k``/``p``).
-
-    Uses the projection matrices (the intrinsics of the rectified images); the baseline comes
-    from the right one, ``P[0,3] = -fx * baseline`` (minus the left's ``P[0,3]``, normally 0).
-    """
-    pl, pr = _field(left_info, "p"), _field(right_info, "p")
-    if pl.size != 12 or pr.size != 12:
-        raise MalformedMessageError(f"CameraInfo.p must have 12 entries, got {pl.size} and {pr.size}")
-    fx, fy, cx, cy = pl[0], pl[5], pl[2], pl[6]
-    if fx == 0.0 and fy == 0.0:  # P unset (all zeros): fall back to K, baseline unknown
-        raise MalformedMessageError("left CameraInfo has an all-zero projection matrix P; "
-                                    "rectified stereo needs P (baseline from right P[0,3])")
-    if not (fx > 0 and fy > 0):
-        raise MalformedMessageError(f"CameraInfo focal lengths must be positive, got fx={fx}, fy={fy}")
-    if not np.isclose(pr[0], fx, rtol=1e-6) or not np.isclose(pr[6], cy, rtol=1e-6, atol=1e-6):
-        raise MalformedMessageError(
-            f"left/right CameraInfo are not rectified: fx {fx} vs {pr[0]}, cy {cy} vs {pr[6]}")
-    baseline = -(pr[3] - pl[3]) / pr[0]
-    if not baseline > 0:
-        raise MalformedMessageError(
-            f"right CameraInfo P[0,3]={pr[3]} gives baseline {baseline} <= 0 (expected -fx*B)")
-    wl, hl = _int_field(left_info, "width"), _int_field(left_info, "height")
-    wr, hr = _int_field(right_info, "width"), _int_field(right_info, "height")
-    if (wl, hl) != (wr, hr) and None not in (wl, hl, wr, hr):
-        raise ImageSizeMismatchError(f"left CameraInfo is {wl}x{hl}, right is {wr}x{hr}")
-    return StereoCamera(fx=float(fx), fy=float(fy), cx=float(cx), cy=float(cy),
-                        baseline=float(baseline), width=wl, height=hl)
 
 
 def camera_to_infos(ts, camera: StereoCamera, stamp_ns: int,
                     frame_ids: tuple[str, str]) -> tuple[Any, Any]:
     """Left and right sensor_msgs/CameraInfo (typestore ``ts``) of a rectified stereo model."""
     G = ts.types
-    fx, fy, cx, cy, b = (float(v) for v in (camera.fx, camera.fy, camera.cx, camera.cy, camera.baseline))
     if camera.width is None or camera.height is None:
         raise ValueError("camera.width and camera.height are needed to write CameraInfo")
-    K = np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], dtype=np.float64)
     out = []
-    for side, fid in enumerate(frame_ids):
-        P = np.array([fx, 0, cx, -fx * b if side else 0.0, 0, fy, cy, 0, 0, 0, 1, 0], dtype=np.float64)
+    for info, fid in zip(camera_info_fields(camera), frame_ids):
         out.append(G[INFO_T](
             header=G["std_msgs/msg/Header"](stamp=_time(ts, stamp_ns), frame_id=fid),
-            height=int(camera.height), width=int(camera.width), distortion_model="plumb_bob",
-            d=np.zeros(5), k=K, r=np.eye(3).reshape(-1), p=P, binning_x=0, binning_y=0,
+            height=int(info["height"]), width=int(info["width"]), distortion_model=info["distortion_model"],
+            d=np.asarray(info["d"], dtype=np.float64), k=np.asarray(info["k"], dtype=np.float64),
+            r=np.asarray(info["r"], dtype=np.float64), p=np.asarray(info["p"], dtype=np.float64),
+            binning_x=0, binning_y=0,
             roi=G["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
                                                       do_rectify=False),
         ))
     return out[0], out[1]
-
-
-def _encode(img: np.ndarray, encoding: str) -> tuple[np.ndarray, int]:
-    """(H, W) gray (float in [0, 1], uint8 or uint16) -> (raw bytes as uint8, step)."""
-    img = np.asarray(img)
-    if encoding not in SUPPORTED_ENCODINGS:
-        raise UnsupportedEncodingError(
-            f"cannot write encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
-    if img.dtype.kind == "f":
-        if img.size and (np.nanmin(img) < 0.0 or np.nanmax(img) > 1.0):
-            raise ValueError("float images must lie in [0, 1]")
-        scale = 65535.0 if encoding == "mono16" else 255.0
-        q = np.rint(img * scale)
-        img = q.astype(np.uint16 if encoding == "mono16" else np.uint8)
-    elif img.dtype == np.uint8 and encoding == "mono16":
-        img = img.astype(np.uint16) * 257  # 255 -> 65535: same gray after normalisation
-    elif img.dtype == np.uint16 and encoding != "mono16":
-        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif img.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"unsupported image dtype {img.dtype}; use float [0,1], uint8 or uint16")
-    h, w = img.shape
-    if encoding in ("rgb8", "bgr8"):
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    img = np.ascontiguousarray(img, dtype=img.dtype.newbyteorder("<"))
-    return img.reshape(-1).view(np.uint8), img.nbytes // h
-
-
-def decode_image(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W) float32 gray in [0, 1]; honours ``step`` and endianness.
-
-    Works on rosbags and rclpy messages (data as numpy, array.array or bytes). rosbags.image
-    assumes rows without padding, so the decoding is done here.
-    """
-    import cv2
-
-    enc = str(msg.encoding).lower()
-    if enc not in SUPPORTED_ENCODINGS:
-        raise UnsupportedEncodingError(
-            f"image encoding {msg.encoding!r} is not supported; "
-            f"supported: {', '.join(SUPPORTED_ENCODINGS)}")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    chans, itemsize = (1, 2) if enc == "mono16" else ((3, 1) if enc in ("rgb8", "bgr8") else (1, 1))
-    row = w * chans * itemsize
-    raw = msg.data
-    if isinstance(raw, (bytes, bytearray, memoryview)):
-        data = np.frombuffer(raw, dtype=np.uint8)
-    else:  # numpy (rosbags) or array.array('B') (rclpy)
-        data = np.asarray(raw, dtype=np.uint8).reshape(-1)
-    if h == 0 or w == 0:
-        raise MalformedMessageError(f"image has zero size ({w}x{h})")
-    if step < row:
-        raise MalformedMessageError(f"image step {step} < width*bytes_per_pixel {row} ({enc}, {w}x{h})")
-    if data.size < step * (h - 1) + row:
-        raise MalformedMessageError(
-            f"image data has {data.size} bytes, a {w}x{h} {enc} image needs {step * h}")
-    dtype = np.dtype("<u2" if not msg.is_bigendian else ">u2") if itemsize == 2 else np.dtype(np.uint8)
-    arr = np.ndarray(shape=(h, w * chans), dtype=dtype, buffer=data.data, strides=(step, itemsize))
-    if enc == "mono16":
-        return (arr.astype(np.float32) / np.float32(65535.0))
-    if enc == "mono8":
-        return arr.astype(np.float32) / np.float32(255.0)
-    rgb = np.ascontiguousarray(arr).reshape(h, w, 3)
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY if enc == "rgb8" else cv2.COLOR_BGR2GRAY)
-    return gray.astype(np.float32) / np.float32(255.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,11 +278,8 @@ def write_stereo_bag(path: str | os.PathLike, frames: Iterable[StereoFrame], *,
                 info_l, info_r = camera_to_infos(ts, _sized(fr.camera, fr.left.shape), t, frame_ids)
                 for conn, img, enc, fid in ((c_l, fr.left, enc_l, frame_ids[0]),
                                             (c_r, fr.right, enc_r, frame_ids[1])):
-                    data, step = _encode(img, enc)
-                    msg = G[IMAGE_T](
-                        header=G["std_msgs/msg/Header"](stamp=_time(ts, t), frame_id=fid),
-                        height=int(img.shape[0]), width=int(img.shape[1]), encoding=enc,
-                        is_bigendian=0, step=int(step), data=data)
+                    msg = G[IMAGE_T](header=G["std_msgs/msg/Header"](stamp=_time(ts, t), frame_id=fid),
+                                     **encode_image(img, enc))
                     w.write(conn, t, ts.serialize_cdr(msg, IMAGE_T))
                 w.write(c_il, t, ts.serialize_cdr(info_l, INFO_T))
                 w.write(c_ir, t, ts.serialize_cdr(info_r, INFO_T))
@@ -793,11 +598,11 @@ class StereoBag:
 
         for key, t, msg in self._messages(start, stop):
             if key == "left":
-                lefts.append((_stamp_ns(msg.header), t, msg))
+                lefts.append((stamp_to_ns(msg.header.stamp), t, msg))
             elif key == "right":
-                rights.append((_stamp_ns(msg.header), t, msg))
+                rights.append((stamp_to_ns(msg.header.stamp), t, msg))
             elif key == "pose":
-                s = _stamp_ns(msg.header)
+                s = stamp_to_ns(msg.header.stamp)
                 poses.append((s, pose_to_matrix(msg.pose)))
                 last_pose = max(last_pose, s)
             else:
@@ -905,7 +710,7 @@ class StereoBag:
         lo, hi = int(idx.log_ns[i].min()), int(idx.log_ns[i].max())
         found: dict[str, Any] = {}
         for key, _, msg in self._messages(lo, hi + 1, keys=("left", "right")):
-            s = _stamp_ns(msg.header)
+            s = stamp_to_ns(msg.header.stamp)
             if abs(s - stamp) <= self.tolerance_ns and key not in found:
                 found[key] = msg
         if len(found) < 2:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .bags import BagError, BagIndex, StereoBag, StereoTopics, bag_checksum
+from .bags import BagIndex, StereoBag, StereoTopics, bag_checksum
+from .errors import BagError
 from sdpr_loc.geometry.se3 import rotation_angle_deg
 
 __all__ = ["PairDataset", "OdometryDataset", "load_index", "relative_pose", "rotation_angle_deg",

@@ -70,7 +70,7 @@ def import_kitti(root, out, sequence=None, layout="auto", cameras="gray", scale=
 
 
 def run(args: argparse.Namespace) -> int:
-    from .bags import BagError
+    from .errors import BagError
 
     t0 = time.perf_counter()
     try:

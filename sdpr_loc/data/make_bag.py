@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from .lighting import CONDITIONS
+from .messages import SUPPORTED_ENCODINGS
 from .synth import ROUTES
-
-ENCODINGS = ("mono8", "mono16", "rgb8", "bgr8")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -64,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", type=_positive(float), default=0.24, help="stereo baseline, m (0.24)")
     parser.add_argument("--fps", type=_positive(float), default=10.0, help="frame rate (10)")
     parser.add_argument("--speed", type=_positive(float), default=5.0, help="vehicle speed, m/s (5)")
-    parser.add_argument("--encoding", choices=ENCODINGS, default="mono8", help="image encoding")
+    parser.add_argument("--encoding", choices=SUPPORTED_ENCODINGS, default="mono8", help="image encoding")
     parser.add_argument("--distro", choices=("kilted", "jazzy"), default="kilted",
                         help="message typestore (default kilted)")
     parser.add_argument("--force", action="store_true", help="replace an existing bag at --out")

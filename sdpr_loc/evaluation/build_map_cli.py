@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build(teach: Path, frontend: str, model: str = "", every_m: float = 1.0, every_deg: float = 10.0,
           device: str = "auto", progress: bool = True, poses: str = "ground-truth"):
     """The KeyframeMap of a teach bag (not saved)."""
-    from sdpr_loc.data.bags import BagError, StereoBag
+    from sdpr_loc.data.bags import StereoBag
+    from sdpr_loc.data.errors import BagError
     from sdpr_loc.data.maps import build_map
 
     if poses not in POSES:

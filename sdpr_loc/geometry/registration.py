@@ -20,7 +20,7 @@ from sdpr_loc.certify.verify import exact_pose_point, verify_qcqp
 
 from . import registration_single as one
 
-from .se3 import hat
+from .se3 import hat, hat_np
 from .so3_qcqp import so3_constraints
 
 Tensor = torch.Tensor
@@ -134,6 +134,24 @@ def cost_matrix(src: Tensor, trg: Tensor, W: Tensor) -> Tensor:
     Q[:, 10:, 10:] = Wsum
     Q = torch.triu(Q) + torch.triu(Q, 1).transpose(1, 2)
     return Q
+
+
+def laplace_covariance(src: np.ndarray, inv_cov: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(6, 6) covariance of the pose at the optimum ``(R (3, 3), t (3,))`` of this cost: the inverse
+    Gauss-Newton Hessian (Laplace approximation). Numpy float64; ``src (N, 3)`` and ``inv_cov
+    (N, 3, 3)`` are the kept matches (weights folded in).
+
+    Perturbation: left, in the target frame, ordered (translation, rotation); with
+    ``p_i = R src_i + t``, ``d e_i / d(rho, phi) = J_i = [-I, [p_i]x]`` and the information is
+    ``sum_i J_i^T W_i J_i``. A pseudo-inverse, so a degenerate point set does not raise.
+    """
+    p = src @ R.T + t
+    n = len(p)
+    J = np.zeros((n, 3, 6))
+    J[:, :, :3] = -np.eye(3)
+    J[:, :, 3:] = hat_np(p) if n else np.zeros((0, 3, 3))
+    info = np.einsum("nai,nab,nbj->ij", J, inv_cov, J)
+    return np.linalg.pinv(info, hermitian=True)
 
 
 def x_from_pose(R: Tensor, t: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ __all__ = [
     "inverse", "transform_points", "rotation_angle", "translation_distance", "pose_error",
     "quaternion_from_R", "R_from_quaternion", "random_rotation",
     "hat_np", "so3_log_np", "se3_exp_np", "se3_log_np", "rotation_angle_deg", "adjoint_np",
+    "quaternion_from_R_np", "R_from_quaternion_np",
 ]
 
 # Below this squared angle the Taylor series (4 terms, truncation ~1e-15 relative) replace the
@@ -351,6 +352,16 @@ def se3_exp_np(xi):
 def se3_log_np(T):
     """numpy :func:`se3_log`."""
     return _np(se3_log, T)
+
+
+def quaternion_from_R_np(R):
+    """numpy :func:`quaternion_from_R`: unit ``(x, y, z, w)``, ``w >= 0``."""
+    return _np(quaternion_from_R, R)
+
+
+def R_from_quaternion_np(q):
+    """numpy :func:`R_from_quaternion` (normalises ``q``)."""
+    return _np(R_from_quaternion, q)
 
 
 def rotation_angle_deg(R1, R2=None) -> float | object:

@@ -5,7 +5,8 @@ x right, y down, z forward, metres. Pixels ``(u, v)`` are in the left rectified 
 disparity is ``d = u_left - u_right > 0`` (pixels) for a point in front of the camera.
 
 The model is the ideal rectified pair that ``stereo_image_proc`` produces: both images share
-``fx, fy, cx, cy``; the right camera sits ``baseline`` metres along +x of the left one.
+``fx, fy, cx, cy``; the right camera sits ``baseline`` metres along +x of the left one. Reading
+and writing it as sensor_msgs/CameraInfo is :mod:`sdpr_loc.data.messages`'s job.
 
 Triangulated points carry a 3x3 covariance from pixel noise, propagated to first order from the
 independent measurements ``(u_left, v, u_right)``. The depth direction grows like ``z^2`` and the
@@ -17,7 +18,6 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -64,36 +64,6 @@ def _check_uvd(uvd: Tensor) -> None:
         raise ValueError(f"uvd must be a floating point tensor, got {uvd.dtype}")
 
 
-def _msg_field(msg: Any, name: str, which: str) -> Any:
-    """Field ``name`` of a CameraInfo message (rclpy / rosbags) or dict (``k`` or ``K`` keys)."""
-    if isinstance(msg, Mapping):
-        for key in (name, name.upper()):
-            if key in msg:
-                return msg[key]
-    elif hasattr(msg, name):
-        return getattr(msg, name)
-    raise ValueError(f"{which} camera info has no field '{name}'")
-
-
-def _msg_array(msg: Any, name: str, size: int, which: str) -> np.ndarray:
-    arr = np.asarray(_msg_field(msg, name, which), dtype=np.float64).reshape(-1)
-    if arr.size != size:
-        raise ValueError(f"{which} camera info field '{name}' must have {size} values, "
-                         f"got {arr.size}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{which} camera info field '{name}' contains NaN or inf")
-    return arr
-
-
-def _msg_size(msg: Any, name: str) -> int | None:
-    """Image width/height, None when absent or 0 (unknown in CameraInfo)."""
-    try:
-        val = _msg_field(msg, name, "")
-    except ValueError:
-        return None
-    return int(val) if val else None
-
-
 @dataclass(frozen=True)
 class StereoCamera:
     """Ideal rectified stereo pair.
@@ -133,51 +103,6 @@ class StereoCamera:
                 if isinstance(val, bool) or int(val) != val or val <= 0:
                     raise ValueError(f"{name} must be a positive integer or None, got {val!r}")
                 object.__setattr__(self, name, int(val))
-
-    # ---------------------------------------------------------------------------------------
-    # CameraInfo interop
-    # ---------------------------------------------------------------------------------------
-    @classmethod
-    def from_camera_info(cls, left: Any, right: Any, rel_tol: float = 1e-6,
-                         min_disparity: float = DEFAULT_MIN_DISPARITY) -> "StereoCamera":
-        """Build from the left and right sensor_msgs/CameraInfo (messages or dicts).
-
-        Intrinsics come from the projection matrices ``p`` (those of the rectified images; ``k``
-        describes the raw camera). Baseline ``B = -(P_right[0,3] - P_left[0,3]) / fx``, with
-        ``P_right[0,3] = -fx B`` by ROS convention. The two ``p`` must agree on fx, fy, cx, cy
-        within ``rel_tol`` (a rectified pair); anything else raises ValueError.
-        """
-        pl = _msg_array(left, "p", 12, "left")
-        pr = _msg_array(right, "p", 12, "right")
-        _msg_array(left, "k", 9, "left")  # present and finite, as a sanity check of the message
-        fx, cx, fy, cy = pl[0], pl[2], pl[5], pl[6]
-        if fx <= 0 or fy <= 0:
-            raise ValueError(f"left camera info p has non-positive focal length (fx={fx}, "
-                             f"fy={fy}); is the camera calibrated?")
-        for name, a, b in (("fx", fx, pr[0]), ("fy", fy, pr[5]), ("cx", cx, pr[2]),
-                           ("cy", cy, pr[6])):
-            if abs(a - b) > rel_tol * max(abs(a), abs(b), 1.0):
-                raise ValueError(f"left and right camera info disagree on {name} ({a} vs {b}); "
-                                 f"expected a rectified pair")
-        baseline = -(pr[3] - pl[3]) / fx
-        if not baseline > 0:
-            raise ValueError(f"baseline from right p[3] must be positive, got {baseline} "
-                             f"(p_right[3] = {pr[3]}); are left and right swapped?")
-        return cls(fx, fy, cx, cy, baseline, width=_msg_size(left, "width"),
-                   height=_msg_size(left, "height"), min_disparity=min_disparity)
-
-    def to_camera_info_dicts(self) -> tuple[dict, dict]:
-        """``(left, right)`` CameraInfo-like dicts of the rectified pair (no distortion)."""
-        k = [self.fx, 0.0, self.cx, 0.0, self.fy, self.cy, 0.0, 0.0, 1.0]
-        r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-
-        def info(tx: float) -> dict:
-            return {"width": self.width or 0, "height": self.height or 0,
-                    "distortion_model": "plumb_bob", "d": [0.0] * 5, "k": list(k), "r": list(r),
-                    "p": [self.fx, 0.0, self.cx, tx, 0.0, self.fy, self.cy, 0.0,
-                          0.0, 0.0, 1.0, 0.0]}
-
-        return info(0.0), info(-self.fx * self.baseline)
 
     def intrinsics(self, dtype: torch.dtype = torch.float64,
                    device: torch.device | str | None = None) -> Tensor:

@@ -1,4 +1,4 @@
-"""End-to-end teach-and-repeat run over DDS: the ROS half of `make demo`.
+"""`sdpr-loc demo` (what `make demo` runs): end-to-end teach-and-repeat over DDS.
 
 1. a day teach bag and a night repeat bag of the synthetic town (rendered once, then cached);
 2. a keyframe map of the teach drive, from the drive's own certified odometry (no ground truth;
@@ -88,13 +88,18 @@ def cached_map(out: Path, teach: Path, frontend: str, model: str, every_m: float
 
 
 def run(args: argparse.Namespace) -> int:
+    """``sdpr-loc demo`` (what ``make demo`` runs); returns the exit status."""
+    if args.model:  # a bad --model fails now (one line, exit 2), not after the drives are rendered
+        from sdpr_loc.vision.frontend import load_model
+
+        load_model(args.model, device="cpu")
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     from sdpr_loc.data.bags import StereoBag
     from sdpr_loc.data.maps import KeyframeMap
     from sdpr_loc.nodes import bringup, launch_cli
-    from sdpr_loc.nodes.harness import OutputListener
+    from sdpr_loc.nodes.graph_probe import OutputListener
     from sdpr_loc.nodes.play import play
     from sdpr_loc.nodes.record import Recorder
 
@@ -164,7 +169,7 @@ def received_results(got, gt: dict, kmap, teach_stamps, teach_poses) -> list:
     """What the node published, as evaluation FrameResults (anchored through the keyframe each pose
     was localized against, see :func:`sdpr_loc.evaluation.localize.keyframe_anchors`)."""
     from sdpr_loc.evaluation.localize import FrameResult, keyframe_anchors
-    from sdpr_loc.nodes.convert import msg_to_matrix
+    from sdpr_loc.data.messages import pose_to_matrix
 
     anchors = keyframe_anchors(kmap, teach_stamps, teach_poses)
     results = []
@@ -174,7 +179,7 @@ def received_results(got, gt: dict, kmap, teach_stamps, teach_poses) -> list:
         T = None
         if s in got.pose and certified:
             k = int(cert.get("keyframe", -1))
-            T = msg_to_matrix(got.pose[s][1].pose.pose)
+            T = pose_to_matrix(got.pose[s][1].pose.pose)
             T = anchors[k] @ T if k >= 0 else T
         ms = float(cert.get("total_ms", "nan")) if cert else float("nan")
         results.append(FrameResult(stamp_ns=s, T_gt=gt[s], T=T, localized=T is not None, certified=certified,

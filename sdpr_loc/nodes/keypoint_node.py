@@ -23,6 +23,8 @@ from typing import Any, Callable
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image, PointCloud2
 
+from sdpr_loc.data.messages import stamp_to_ns
+
 from . import convert, pointcloud
 from .managed import ManagedNode
 from .runtime import run, torch_threads
@@ -119,7 +121,7 @@ class KeypointNode(ManagedNode):
     def _on_error(self, job, exc: BaseException) -> None:
         level = getattr(exc, "level", 2)
         reason = str(exc) if isinstance(exc, FrameError) else f"{type(exc).__name__}: {exc}"
-        stamp = convert.stamp_to_ns(job[0].header.stamp)
+        stamp = stamp_to_ns(job[0].header.stamp)
         self.get_logger().warning(f"frame {stamp}: {reason}", throttle_duration_sec=1.0)
         self._diag(level, reason, {"stamp_ns": stamp, "dropped": self.worker.queue.dropped})
 

@@ -8,7 +8,10 @@ signature). ``odometry`` chains frames against the node's own keyframes; ``teach
 and records the keyframes, written as a map on ``~/save_map`` (std_srvs/Trigger) and at shutdown.
 
 Subscribes ``stereo/{left,right}/image_rect`` and ``stereo/{left,right}/camera_info``
-(sensor-data QoS, keep-last 1). Publishes ``pose``, ``odom``, ``path`` and ``certificate``
+(sensor-data QoS, keep-last 1), and in map mode ``initialpose``
+(geometry_msgs/PoseWithCovarianceStamped in the map frame, what RViz's "2D Pose Estimate" sends,
+in the outputs' convention: the base's pose with ``camera_to_base``): the next frame is searched
+around it instead of relocalizing from scratch. Publishes ``pose``, ``odom``, ``path`` and ``certificate``
 (:mod:`sdpr_loc.nodes.pose_output`), stamped like the images; a pose whose integrity verdict is
 worse than ``publish_integrity`` (default WARN: FAIL) is not published, its certificate says why.
 With ``camera_to_base`` the pose is the base's (``base_frame``), else the left camera optical
@@ -19,23 +22,26 @@ through a one-slot newest-wins queue: the executor only stashes messages. A life
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
 import numpy as np
 
+from sdpr_loc.data.messages import pose_to_matrix
+
 from .managed import ManagedNode
-from .pose_output import PoseOutputs, parse_extrinsic
+from .pose_output import PoseOutputs, camera_pose, parse_extrinsic
 from .runtime import load_map, run, torch_threads
 from .stereo_input import FrameError, StereoInput, warm_up_pair
-from sdpr_loc.vision.integrity import publishable
+from sdpr_loc.vision.integrity import body_covariance, publishable
 from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig, TrackResult
 
 NAME = "localization_node"
 __all__ = ["LocalizationNode", "main"]
 _TRACKER_KEYS = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_angle", "max_lost",
-                 "map_candidates", "prior_sigma_mps", "prior_sigma_dps", "search_sigmas", "search_min_px",
-                 "search_max_px")
+                 "map_candidates", "prior_sigma_mps", "prior_sigma_dps", "start_sigma_mps", "start_sigma_dps",
+                 "search_sigmas", "search_min_px", "search_max_px")
 
 
 class LocalizationNode(ManagedNode):
@@ -46,6 +52,7 @@ class LocalizationNode(ManagedNode):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NAME, "localization", certifies=True, **node_kwargs)
         self.tracker = self.out = self.make_frame = self.input = None
+        self._initial_pose, self._initial_lock = None, threading.Lock()
 
     def configure(self, p: dict) -> None:
         torch_threads(p["torch_threads"])
@@ -54,7 +61,7 @@ class LocalizationNode(ManagedNode):
         keyframe_map = load_map(self, p, p["frontend"])
         if p["mode"] == "teach" and not p["save_map_path"]:
             raise ValueError("mode 'teach' needs save_map_path (where the map is written)")
-        T_cam_base = parse_extrinsic(p["camera_to_base"])
+        self.T_cam_base = T_cam_base = parse_extrinsic(p["camera_to_base"])
         matching = "dense" if p["frontend"] == "network" else "keypoints"
         self.make_frame, cfg, what = make_frames(p["frontend"], matching, p["model_path"], p["device"],
                                                  max_disparity=int(p["max_disparity"]), sigma_px=float(p["sigma_px"]))
@@ -66,6 +73,7 @@ class LocalizationNode(ManagedNode):
         self._warm_up()
         if self.input is None:   # kept over cleanup / configure: the pairing state is the stream's
             self.input = StereoInput(self, self.submit, int(p["sync_tolerance_ms"] * 1e6))
+        self._initial_pose = None
         if p["mode"] == "teach":
             from std_srvs.srv import Trigger
 
@@ -74,6 +82,10 @@ class LocalizationNode(ManagedNode):
 
     def activate(self) -> None:
         self.input.subscribe()
+        if self.p["mode"] == "map":
+            from geometry_msgs.msg import PoseWithCovarianceStamped
+
+            self.create_subscription(PoseWithCovarianceStamped, "initialpose", self._on_initial_pose, 1)
 
     def release(self) -> None:
         if self.tracker is not None and self.p["mode"] == "teach" and self.tracker.recorded:
@@ -122,9 +134,31 @@ class LocalizationNode(ManagedNode):
         except Exception as err:  # noqa: BLE001 - a warm-up failure shows up again on real frames
             self.get_logger().warning(f"warm-up failed: {type(err).__name__}: {err}")
 
+    # ----- initial pose -----
+    def _on_initial_pose(self, msg) -> None:
+        """Keep a valid initial pose for the worker (the tracker is the worker's alone)."""
+        frame = msg.header.frame_id
+        T = pose_to_matrix(msg.pose.pose)
+        cov = np.asarray(msg.pose.covariance, dtype=np.float64).reshape(6, 6)
+        problem = (f"frame {frame!r} is not the map frame {self.parent!r}" if frame and frame != self.parent
+                   else "" if np.isfinite(T).all() and np.isfinite(cov).all() else "not finite")
+        if not problem and not np.all(np.linalg.eigvalsh(0.5 * (cov + cov.T)) >= -1e-12):
+            problem = "covariance is not positive semi-definite"
+        if problem:
+            self.get_logger().warning(f"initialpose ignored: {problem}")
+            return
+        T_cam, cov_cam = camera_pose(T, cov, self.T_cam_base)
+        with self._initial_lock:
+            self._initial_pose = (T_cam, body_covariance(cov_cam, T_cam))
+        self.get_logger().info(f"initial pose at x={T[0, 3]:.2f} y={T[1, 3]:.2f} z={T[2, 3]:.2f}")
+
     # ----- worker -----
     def _process(self, pair) -> None:
         left, right, camera, stamp, frame_id = self.input.decode(pair)
+        with self._initial_lock:
+            initial, self._initial_pose = self._initial_pose, None
+        if initial is not None:
+            self.tracker.set_pose(initial[0], None, initial[1])
         t0 = time.perf_counter()
         frame = self.make_frame(left, right, camera)
         network_ms = 1e3 * (time.perf_counter() - t0)

@@ -124,6 +124,9 @@ _LOCALIZATION = (
     Spec("prior_sigma_mps", "std of the constant-velocity prediction error (m per s since the last pose)",
          range=(0.001, 100.0)),
     Spec("prior_sigma_dps", "... in rotation (deg per s)", range=(0.001, 1000.0)),
+    Spec("start_sigma_mps", "std of the motion since a pose without a velocity yet (first frames, initial "
+         "pose), m per s", range=(0.001, 100.0)),
+    Spec("start_sigma_dps", "... in rotation (deg per s)", range=(0.001, 1000.0)),
     Spec("search_sigmas", "guided dense search: window half-size in predicted pixel std devs",
          range=(0.5, 20.0)),
     Spec("search_min_px", "guided dense search: smallest window half-size (px)", range=(1, 64)),

@@ -30,7 +30,7 @@ def message_class(msgtype: str):
 
 def playable(reader, bag: str | Path, topics: list[str] | None = None) -> list:
     """The connections of an open rosbags ``reader`` to play; BagError naming ``bag`` when none."""
-    from sdpr_loc.data.bags import EmptyBagError, MissingTopicError, TopicTypeError
+    from sdpr_loc.data.errors import EmptyBagError, MissingTopicError, TopicTypeError
 
     conns = [c for c in reader.connections if not topics or c.topic in topics]
     if not conns:

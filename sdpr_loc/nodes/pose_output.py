@@ -22,6 +22,7 @@ from collections import deque
 
 import numpy as np
 
+from sdpr_loc.data.messages import pose_to_matrix
 from sdpr_loc.geometry.se3 import hat_np, so3_log_np
 from sdpr_loc.vision.integrity import FAIL, PASS, STATISTICS, WARNING
 
@@ -47,7 +48,7 @@ def parse_extrinsic(values) -> np.ndarray | None:
     pose = Pose()
     pose.position.x, pose.position.y, pose.position.z = v[:3]
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (q / n).tolist()
-    return convert.msg_to_matrix(pose)
+    return pose_to_matrix(pose)
 
 
 def move_covariance(cov: np.ndarray, t_from: np.ndarray, t_to: np.ndarray) -> np.ndarray:
@@ -57,6 +58,16 @@ def move_covariance(cov: np.ndarray, t_from: np.ndarray, t_to: np.ndarray) -> np
     G = np.eye(6)
     G[:3, 3:] = hat_np(np.asarray(t_from, float) - np.asarray(t_to, float))
     return G @ cov @ G.T
+
+
+def camera_pose(T: np.ndarray, cov: np.ndarray, T_cam_base: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """A pose of the published child (the base with ``T_cam_base``, else the camera) and its
+    ROS-ordered covariance -> the camera's: what :meth:`PoseOutputs.publish` does, undone (an
+    ``initialpose`` comes in the outputs' convention)."""
+    if T_cam_base is None:
+        return T, cov
+    T_cam = T @ np.linalg.inv(T_cam_base)
+    return T_cam, move_covariance(cov, T[:3, 3], T_cam[:3, 3])
 
 
 class PoseOutputs:

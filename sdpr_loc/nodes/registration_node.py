@@ -22,7 +22,9 @@ from typing import Any
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 
-from . import convert, pointcloud
+from sdpr_loc.data.messages import stamp_to_ns
+
+from . import pointcloud
 from .managed import ManagedNode
 from .pose_output import PoseOutputs
 from .runtime import load_map, run, torch_threads
@@ -82,7 +84,7 @@ class RegistrationNode(ManagedNode):
 
     # ----- worker -----
     def _process(self, msg: PointCloud2) -> None:
-        stamp = convert.stamp_to_ns(msg.header.stamp)
+        stamp = stamp_to_ns(msg.header.stamp)
         if stamp <= self._last_stamp:
             why = (f"keypoints at {stamp} ns not newer than the last ({self._last_stamp} ns): "
                    "out of order or duplicate, skipped")
@@ -103,7 +105,7 @@ class RegistrationNode(ManagedNode):
         self._certificate(res, msg.header.frame_id, published=publish)
 
     def _on_error(self, msg: PointCloud2, exc: BaseException) -> None:
-        stamp = convert.stamp_to_ns(msg.header.stamp)
+        stamp = stamp_to_ns(msg.header.stamp)
         self.get_logger().warning(f"keypoints {stamp}: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
         self._certificate(TrackResult(stamp, ERROR, f"{type(exc).__name__}: {exc}"), msg.header.frame_id,
                           published=False)

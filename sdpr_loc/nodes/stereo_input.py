@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import convert
+from sdpr_loc.data.messages import camera_from_infos, decode_image, stamp_to_ns
 
 __all__ = ["FrameError", "StereoPair", "StereoInput", "sensor_qos", "warm_up_pair"]
 
@@ -49,7 +49,7 @@ class StereoPair(tuple):
 
     @property
     def stamp_ns(self) -> int:
-        return convert.stamp_to_ns(self[0].header.stamp)
+        return stamp_to_ns(self[0].header.stamp)
 
 
 class StereoInput:
@@ -86,7 +86,7 @@ class StereoInput:
         left, right = self._infos["left"], self._infos["right"]
         if left is None or right is None or left.header.stamp != right.header.stamp:
             return
-        stamp = convert.stamp_to_ns(left.header.stamp)
+        stamp = stamp_to_ns(left.header.stamp)
         key = (tuple(np.asarray(left.p, float).tolist()), tuple(np.asarray(right.p, float).tolist()),
                tuple(np.asarray(left.k, float).tolist()), left.width, left.height, right.width, right.height)
         if key != self._camera_key:
@@ -97,21 +97,14 @@ class StereoInput:
             self._cameras.pop(next(iter(self._cameras)))
         self._info_stamp = max(self._info_stamp, stamp)
         if self._pending is not None:
-            cam = self._camera_for(convert.stamp_to_ns(self._pending[0].header.stamp))
+            cam = self._camera_for(stamp_to_ns(self._pending[0].header.stamp))
             if cam is not None:
                 self.submit(StereoPair((*self._pending, *cam)))
                 self._pending = None
 
     def _build_camera(self, left, right) -> tuple:
-        from sdpr_loc.geometry.stereo import StereoCamera
-
         try:
-            cam = StereoCamera.from_camera_info(left, right)
-            if (right.width, right.height) != (left.width, left.height) and 0 not in (
-                    left.width, left.height, right.width, right.height):
-                raise ValueError(f"left camera info is {left.width}x{left.height}, right is "
-                                 f"{right.width}x{right.height}")
-            return cam, ""
+            return camera_from_infos(left, right), ""
         except ValueError as err:
             why = f"invalid camera info: {err}"
             self.node.get_logger().warning(why, throttle_duration_sec=2.0)
@@ -130,7 +123,7 @@ class StereoInput:
         left, right = self._images["left"], self._images["right"]
         if left is None or right is None:
             return
-        sl, sr = convert.stamp_to_ns(left.header.stamp), convert.stamp_to_ns(right.header.stamp)
+        sl, sr = stamp_to_ns(left.header.stamp), stamp_to_ns(right.header.stamp)
         if abs(sl - sr) > self.sync_tol_ns:  # the older one can never be paired any more: let it go
             self._images["left" if sl < sr else "right"] = None
             self.unpaired += 1
@@ -149,8 +142,6 @@ class StereoInput:
     def decode(self, pair: StereoPair):
         """(left, right) float gray images, camera, stamp_ns and frame_id of a pair, or FrameError
         with the reason (no camera, out of order, size mismatch, undecodable encoding)."""
-        from sdpr_loc.data.bags import decode_image
-
         lmsg, rmsg, camera, camera_error = pair
         stamp = pair.stamp_ns
         if camera is None:

@@ -11,14 +11,22 @@ the live camera, ready for RANSAC and the certified registration.
 
 Two searches, one answer:
 
-* **exhaustive** (no pose prior: start-up, relocalization): every pixel, from the full-resolution
-  descriptor map (built on first use; ~0.2 s per keyframe on one CPU core);
+* **exhaustive** (no pose prior: start-up, relocalization): the whole image, coarse to fine
+  (every second pixel, then the guided search around the best one);
 * **guided** (a pose prior): each keypoint is projected into the live image and only a window of
-  ``radius`` pixels around the prediction is searched, with descriptors sampled at the window's
-  pixels only (the full map is never built). Sampling at a pixel gives the same descriptor as the
-  full map there, so when the exhaustive peak lies inside the window both searches return the same
-  pixel and sub-pixel position. A peak on the window's border is not a local maximum of the
-  window (the true one may lie outside): it is rejected.
+  ``radius`` pixels around the prediction is searched. Both searches compute the same cosine at a
+  pixel, so when the exhaustive peak lies inside the window both return the same pixel and
+  sub-pixel position. A peak on the window's border is not a local maximum of the window (the
+  true one may lie outside): it is rejected.
+
+Neither builds the full-resolution descriptor map (240 numbers a pixel). A dense descriptor is
+the centred, normalised concatenation of the encoder levels upsampled bilinearly, and both steps
+commute with the dot product: for a centred unit keyframe descriptor ``d``,
+``cos(p) = sum_l up_l(d_l . f_l)(p) / n(p)`` where ``d_l . f_l`` is taken at each level's own
+resolution (a level with 8x bigger pixels costs 64x less) and ``n(p)``, the norm of the centred
+concatenation, is the same for every keypoint and computed once per frame
+(:attr:`DenseFrame.norm`). Projected descriptors (``descriptor_dim > 0``) do not factor per
+level: those networks sample whole descriptors at the window pixels.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from functools import cached_property
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .frames import Correspondences, Guide, Keyframe, PosePrior, covariances, search_windows
 from .keypoints import StereoKeypoints
@@ -76,19 +85,63 @@ class DenseFrame:
         self.cameras = as_cameras(camera, 1)
         self.camera = self.cameras[0]
         with torch.inference_mode():
-            self.left, self.right = network(lt), network.encode(rt)
+            self.left, self.right = network.encode(lt), network.encode(rt)   # detector: on demand
         self.size = self.left.size                                       # (H, W)
 
+    GRID = 2   # exhaustive search: pixel spacing of its first, coarse pass
+
     @cached_property
-    def dense(self) -> Tensor:
-        """(D, H, W) unit descriptors of every pixel (exhaustive search only)."""
+    def grid(self) -> Tensor:
+        """(D, h, w) unit descriptors at every ``GRID``-th pixel (``u = GRID j``, ``v = GRID i``):
+        the exhaustive search's first pass, 1/GRID^2 of the full map's cost."""
+        H, W = self.size
+        u = torch.arange(0, W, self.GRID, device=self._dev)
+        v = torch.arange(0, H, self.GRID, device=self._dev)
+        pix = torch.stack(torch.meshgrid(u, v, indexing="xy"), -1).reshape(1, -1, 2).float()
         with torch.inference_mode():
-            return self.network.dense_descriptors(self.left)[0]
+            d = self.network.descriptors(self.left, pix)[0]                                 # (h w, D)
+        return d.T.reshape(-1, len(v), len(u)).contiguous()
+
+    @cached_property
+    def norm(self) -> Tensor:
+        """(H, W) norm of the centred concatenated descriptor at every pixel, before normalising:
+        ``sqrt(sum_l |up_l f_l|^2 - (sum_l sum up_l f_l)^2 / D)``.
+
+        Bilinear upsampling is separable: upsample along x, then the squared norm of a blend of
+        two rows is ``a^2 |r0|^2 + 2ab r0.r1 + b^2 |r1|^2``, so no level is ever built at full
+        resolution with all its channels.
+        """
+        H, W = self.size
+        sq, total = torch.zeros(H, W, device=self._dev), torch.zeros(H, W, device=self._dev)
+        with torch.inference_mode():
+            for level, f in enumerate(self.left.features):
+                s = 2 ** level
+                if s > 1:
+                    f = F.interpolate(f, scale_factor=(1, s), mode="bilinear", align_corners=False)
+                f = f[0, :, :, :W]                                                 # (C, h, W)
+                h = f.shape[1]
+                q = (f * f).sum(0)                                                 # (h, W)
+                r = (f * f[:, torch.arange(1, h + 1, device=self._dev).clamp(max=h - 1)]).sum(0)
+                y0, y1, b = _cells(torch.arange(H, device=self._dev), s, h)
+                a, b = (1 - b)[:, None], b[:, None]
+                sq += a * a * q[y0] + 2 * a * b * r[y0] + b * b * q[y1]
+                total += (1 - b) * f.sum(0)[y0] + b * f.sum(0)[y1]
+        D = sum(f.shape[1] for f in self.left.features)
+        return torch.sqrt((sq - total * total / D).clamp_min(1e-24))
+
+    @cached_property
+    def _channels_last(self) -> list[Tensor]:
+        """The left encoder levels as (h, w, C): one keypoint's patch is contiguous rows."""
+        return [f[0].permute(1, 2, 0).contiguous() for f in self.left.features]
+
+    @property
+    def _dev(self) -> torch.device:
+        return self.left.features[0].device
 
     @cached_property
     def keypoints(self) -> StereoKeypoints:
         with torch.inference_mode():
-            return stereo_keypoints(self.network, self.left, self.right, self.cameras,
+            return stereo_keypoints(self.network, self.network.detect(self.left), self.right, self.cameras,
                                     self.config).detach().to("cpu")
 
     @property
@@ -129,29 +182,30 @@ class DenseFrame:
     MAX_CORRELATIONS = 1 << 24  # correlation entries held at once by the exhaustive search
 
     def _exhaustive(self, descriptors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(uv (M, 2), best cosine (M,), unique (M,)) over every pixel, in chunks of descriptors so
-        large images (KITTI: 1242 x 375) keep the correlation matrix bounded."""
-        D, H, W = self.dense.shape
-        n = max(1, self.MAX_CORRELATIONS // (H * W))
+        """(uv (M, 2), best cosine (M,), unique (M,)) over the whole image, coarse to fine: the best
+        pixel of the :attr:`grid` (every ``GRID``-th pixel), then the exact windowed search around
+        it; the ratio test takes the second best from the grid, outside the peak's neighbourhood.
+        In chunks of descriptors, so large images (KITTI: 1242 x 375) keep the correlation matrix
+        bounded."""
+        D, h, w = self.grid.shape
+        n = max(1, self.MAX_CORRELATIONS // (h * w))
         if descriptors.shape[0] > n:
             parts = [self._exhaustive(descriptors[k:k + n]) for k in range(0, descriptors.shape[0], n)]
             return tuple(torch.cat(x) for x in zip(*parts))
-        M = descriptors.shape[0]
-        cfg, dev = self.config, self.dense.device
+        M, G = descriptors.shape[0], self.GRID
+        cfg, dev = self.config, self._dev
         with torch.inference_mode():
-            corr = descriptors.to(dev, self.dense.dtype) @ self.dense.reshape(D, H * W)   # (M, HW)
-            best, arg = corr.max(-1)
-            bu, bv = arg % W, torch.div(arg, W, rounding_mode="floor")
-            # second best: the best pixel outside the peak's (2 radius + 1)^2 neighbourhood
-            r = torch.arange(-int(cfg.peak_radius), int(cfg.peak_radius) + 1, device=dev)
-            nu = (bu[:, None, None] + r[None, None, :]).clamp(0, W - 1)
-            nv = (bv[:, None, None] + r[None, :, None]).clamp(0, H - 1)
-            second = corr.scatter(1, (nv * W + nu).reshape(M, -1), -2.0).max(-1).values
-            w = torch.arange(-int(cfg.subpixel_window), int(cfg.subpixel_window) + 1, device=dev)
-            U = (bu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
-            V = (bv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
-            uv = self._subpixel(corr.gather(1, (V * W + U).reshape(M, -1)), U, V)
-        return uv, best, self._unique(best, second)
+            corr = descriptors.to(dev, self.grid.dtype) @ self.grid.reshape(D, h * w)      # (M, hw)
+            arg = corr.argmax(-1)
+            bj, bi = arg % w, torch.div(arg, w, rounding_mode="floor")
+            # second best: the best grid pixel outside the peak's (2 radius + 1)^2 pixel neighbourhood
+            r = torch.arange(-(int(cfg.peak_radius) // G), int(cfg.peak_radius) // G + 1, device=dev)
+            nj = (bj[:, None, None] + r[None, None, :]).clamp(0, w - 1)
+            ni = (bi[:, None, None] + r[None, :, None]).clamp(0, h - 1)
+            second = corr.scatter(1, (ni * w + nj).reshape(M, -1), -2.0).max(-1).values
+        peak = (torch.stack([bj, bi], -1) * G).cpu().numpy()
+        uv, best, unique = self._windowed(descriptors, peak, np.full(M, G + 1))
+        return uv, best, unique & self._unique(best, second.to(best.device))
 
     def _windowed(self, descriptors: Tensor, uv_pred: np.ndarray, radius: np.ndarray
                   ) -> tuple[Tensor, Tensor, Tensor]:
@@ -174,7 +228,7 @@ class DenseFrame:
         search = (U >= 0) & (U < W) & (V >= 0) & (V < H) & (ou.abs()[None] <= rad) & (ov.abs()[None] <= rad)
         desc = descriptors.to(dev, torch.float32)
         with torch.inference_mode():
-            corr = self._correlate(desc, U, V).masked_fill(~search, -2.0)
+            corr = self._correlate(desc, U.clamp(0, W - 1), V.clamp(0, H - 1)).masked_fill(~search, -2.0)
             best, k = corr.max(-1)
             bu, bv = ou[k], ov[k]                                               # peak offsets
             border = (bu.abs() == rad[:, 0]) | (bv.abs() == rad[:, 0])
@@ -191,30 +245,36 @@ class DenseFrame:
 
     def _correlate(self, desc: Tensor, U: Tensor, V: Tensor) -> Tensor:
         """Cosine ``(M, K)`` of ``desc (M, D)`` with the live descriptors at integer pixels
-        ``U, V (M, K)`` (the values the full map holds there).
+        ``U, V (M, K)`` in the image (what the full map holds there); each row's pixels lie in a
+        small window.
 
-        Level by level, without building the descriptors: a unit descriptor here is
-        ``(d - mean(d)) / |d - mean(d)|`` of the concatenated levels ``d``, and ``desc`` is centred,
-        so the cosine is ``sum_l desc_l . f_l / sqrt(sum_l |f_l|^2 - (sum_l sum f_l)^2 / D)``.
+        Per level, the dot products are taken once per coarse cell of the patch that covers a
+        row's window, then blended bilinearly at the row's pixels: a window of 13 x 13 pixels
+        touches 3 x 3 cells of the coarsest level.
         """
         M, K = U.shape
-        net, out = self.network, self.left
-        if net.project is not None:   # projected descriptors: sample them whole
+        if self.network.project is not None:   # projected descriptors: sample them whole
             pix = torch.stack([U, V], -1).reshape(1, -1, 2).float()
-            d = net.descriptors(out, pix)[0].reshape(M, K, -1)
+            d = self.network.descriptors(self.left, pix)[0].reshape(M, K, -1)
             return torch.einsum("mkd,md->mk", d, desc)
-        pix = torch.stack([U, V], -1).reshape(1, -1, 2).float()
-        dot = torch.zeros(M, K, device=desc.device)
-        sq, s = torch.zeros_like(dot), torch.zeros_like(dot)
-        c0 = 0
-        for f in out.features:
-            v = sample_map(f, pix, out.padded)[0].reshape(M, K, -1)               # (M, K, C_l)
-            C = v.shape[-1]
-            dot += torch.einsum("mkc,mc->mk", v, desc[:, c0:c0 + C])
-            sq += (v * v).sum(-1)
-            s += v.sum(-1)
+        dot, c0 = torch.zeros(M, K, device=desc.device), 0
+        for level, f in enumerate(self._channels_last):
+            h, w, C = f.shape
+            d = desc[:, c0:c0 + C]
             c0 += C
-        return dot / torch.sqrt((sq - s * s / c0).clamp_min(1e-24))
+            x0, x1, ax = _cells(U, 2 ** level, w)
+            y0, y1, ay = _cells(V, 2 ** level, h)
+            if level == 0:                     # full resolution: the pixels themselves
+                dot += torch.einsum("mkc,mc->mk", f[y0, x0], d)
+                continue
+            ox, oy = x0.min(1, keepdim=True).values, y0.min(1, keepdim=True).values   # patch corners
+            P = int(torch.maximum(x1 - ox, y1 - oy).max()) + 1
+            j = torch.arange(P, device=desc.device)
+            cx, cy = (ox + j).clamp(max=w - 1), (oy + j).clamp(max=h - 1)              # (M, P)
+            cells = torch.einsum("mpqc,mc->mpq", f[cy[:, :, None], cx[:, None, :]], d).reshape(M, P * P)
+            at = lambda y, x: cells.gather(1, (y - oy) * P + (x - ox))  # noqa: E731
+            dot += (1 - ay) * ((1 - ax) * at(y0, x0) + ax * at(y0, x1)) + ay * ((1 - ax) * at(y1, x0) + ax * at(y1, x1))
+        return dot / self.norm[V, U]
 
     def _unique(self, best: Tensor, second: Tensor) -> Tensor:
         dist = lambda s: torch.sqrt((2 - 2 * s).clamp_min(0))  # noqa: E731 (unit vectors)
@@ -239,3 +299,12 @@ class DenseFrame:
         np_ = lambda x: x.detach().cpu().numpy()  # noqa: E731
         return DenseMatches(uv=np_(uv[0]).astype(np.float64), points=np_(P[0]), inv_cov=np_(Wm[0]),
                             similarity=np_(best).astype(np.float64), valid=np_(valid).astype(bool) & keep)
+
+
+def _cells(u: Tensor, s: int, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Bilinear cells ``(i0, i1, weight of i1)`` of full-resolution pixels ``u`` in a level of
+    ``n`` cells ``s`` pixels wide (``align_corners=False``, clamped at the border: what
+    ``F.interpolate`` and ``grid_sample`` do)."""
+    x = ((u.to(torch.float32) + 0.5) / s - 0.5).clamp(0, n - 1)
+    i0 = x.floor().long()
+    return i0, (i0 + 1).clamp(max=n - 1), x - i0

@@ -61,17 +61,20 @@ def make_extractor(frontend: str = "orb", model_path: str = "", device: str = "a
         return extract, f"orb ({max_keypoints} features)"
     if frontend != "network":
         raise UsageError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
+    network, cfg, what = load_model(model_path, device, max_disparity, sigma_px)
+    return _network_extractor(network, cfg), what
+
+
+def _network_extractor(network, cfg) -> Extractor:
     import torch
 
     from sdpr_loc.vision.pipeline import extract_keypoints
-
-    network, cfg, what = load_model(model_path, device, max_disparity, sigma_px)
 
     def extract(left, right, camera) -> StereoKeypoints:
         with torch.inference_mode():
             return extract_keypoints(network, left, right, camera, cfg).detach().to("cpu")
 
-    return extract, what
+    return extract
 
 
 def make_frames(frontend: str = "network", matching: str = "dense", model_path: str = "",
@@ -97,23 +100,27 @@ def make_frames(frontend: str = "network", matching: str = "dense", model_path: 
         return (lambda left, right, camera: DenseFrame(network, left, right, camera, cfg)), cfg, what + ", dense matching"
     if frontend == "orb" and matching == "dense":
         raise UsageError("ORB has no dense descriptors: use matching 'keypoints' with frontend 'orb'")
-    extract, what = make_extractor(frontend, model_path, device, max_keypoints, max_disparity, sigma_px, min_ncc)
-    cfg = LocalizerConfig()
-    if frontend == "network":
-        from sdpr_loc.vision.weights import load_localizer_config
-
-        cfg = load_localizer_config(str(Path(model_path) if model_path else default_model_path())) or cfg
+    if frontend == "network":  # one read of the checkpoint: network and the matching it was trained with
+        network, trained, what = _load_trained(model_path, device)
+        extract = _network_extractor(network, _inference_config(trained, max_disparity, sigma_px))
+        cfg = trained or LocalizerConfig()
+    else:
+        extract, what = make_extractor(frontend, model_path, device, max_keypoints, max_disparity, sigma_px, min_ncc)
+        cfg = LocalizerConfig()
     return (lambda left, right, camera: KeypointFrame(extract(left, right, camera), cfg)), cfg, what
 
 
 def load_model(model_path: str = "", device: str = "auto", max_disparity: int = 80, sigma_px: float = 0.5):
     """(network in eval mode, LocalizerConfig it was trained with, description) of a checkpoint
     (default: the packaged model); ModelError naming the path when it cannot be loaded."""
-    import dataclasses
+    network, trained, what = _load_trained(model_path, device)
+    return network, _inference_config(trained, max_disparity, sigma_px), what
 
+
+def _load_trained(model_path: str, device: str):
+    """(network in eval mode, its trained LocalizerConfig or None, description): one read of the file."""
     try:
-        from sdpr_loc.vision.weights import load_localizer_config, load_network
-        from sdpr_loc.vision.pipeline import LocalizerConfig
+        from sdpr_loc.vision.weights import load_for_inference
     except ImportError as err:
         raise ValueError(f"the network front end is unavailable in this install: {err}") from err
     dev = resolve_device(device)
@@ -121,12 +128,17 @@ def load_model(model_path: str = "", device: str = "auto", max_disparity: int = 
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist")
     try:  # weights_only loading: a checkpoint cannot run code
-        network = load_network(str(path), dev)
-        trained = load_localizer_config(str(path))
+        network, trained = load_for_inference(str(path), dev)
     except (OSError, ValueError, TypeError, KeyError) as err:  # the file's content does not fit: its path
         raise ModelError(f"cannot load model {str(path)!r}: {type(err).__name__}: {err}") from err
     network.eval()
-    # the matching settings the model was trained with; the caller's stereo range and pixel noise
-    cfg = dataclasses.replace(trained or LocalizerConfig(), max_disparity=int(max_disparity),
-                              sigma_px=float(sigma_px))
-    return network, cfg, f"network {path.name} on {dev}"
+    return network, trained, f"network {path.name} on {dev}"
+
+
+def _inference_config(trained, max_disparity: int, sigma_px: float):
+    """The matching settings the model was trained with; the caller's stereo range and pixel noise."""
+    import dataclasses
+
+    from sdpr_loc.vision.pipeline import LocalizerConfig
+
+    return dataclasses.replace(trained or LocalizerConfig(), max_disparity=int(max_disparity), sigma_px=float(sigma_px))

@@ -152,7 +152,8 @@ class KeypointNet(nn.Module):
     """UNet: encoder levels -> (decoder -> detector logits, scores) + descriptors.
 
     ``forward(images (B, 1, H, W)) -> NetOutput``; ``encode`` runs the encoder only (what the
-    right image needs for stereo matching). Any H, W: the input is padded to a multiple of
+    right image needs for stereo matching, and a live frame matched densely), ``detect`` adds the
+    detector to it. Any H, W: the input is padded to a multiple of
     ``2**(levels-1)`` and the outputs cropped back, so the features cover exactly the image.
     """
 
@@ -210,14 +211,23 @@ class KeypointNet(nn.Module):
         x, (H, W) = self._prepare(images)
         with self._autocast(x):
             feats = self._encode(x)
-            y = feats[-1]
-            for block, skip in zip(self.dec, reversed(feats[:-1])):
-                y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-                y = block(torch.cat([y, skip], 1))
-            logits = self.detector(y)[..., :H, :W]
-            scores = torch.sigmoid(self.score(y)[..., :H, :W])
+            logits, scores = self._decode(feats, H, W)
         return NetOutput(logits.float(), scores.float(), [f.float() for f in feats], (H, W),
                          tuple(x.shape[-2:]))
+
+    def detect(self, out: NetOutput) -> NetOutput:
+        """``out`` of :meth:`encode` with the detector added: ``forward`` in two steps, for frames
+        whose keypoints are needed only sometimes (the decoder is ~2/3 of a forward pass)."""
+        with self._autocast(out.features[0]):
+            logits, scores = self._decode(out.features, *out.size)
+        return NetOutput(logits.float(), scores.float(), out.features, out.size, out.padded)
+
+    def _decode(self, feats: list[Tensor], H: int, W: int) -> tuple[Tensor, Tensor]:
+        y = feats[-1]
+        for block, skip in zip(self.dec, reversed(feats[:-1])):
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = block(torch.cat([y, skip], 1))
+        return self.detector(y)[..., :H, :W], torch.sigmoid(self.score(y)[..., :H, :W])
 
     # ------------------------------------------------------------------------------------------
     def keypoints(self, out: NetOutput) -> tuple[Tensor, Tensor]:

@@ -70,6 +70,8 @@ class TrackerConfig:
                                         # when there is a prediction (False: every pixel, always)
     prior_sigma_mps: float = 0.2        # std of the constant-velocity prediction error, m per s
     prior_sigma_dps: float = 2.0        # ... deg per s (since the last trusted pose)
+    start_sigma_mps: float = 1.5        # std of the motion since a pose with no velocity yet (start,
+    start_sigma_dps: float = 15.0       # initial pose, after a gap): m and deg per s
     search_sigmas: float = 3.0          # guided window half-size: this many pixel std devs
     search_min_px: int = 3              # guided window half-size bounds (px)
     search_max_px: int = 6
@@ -86,8 +88,9 @@ class TrackerConfig:
         if not 1 <= self.search_min_px <= self.search_max_px:
             raise ValueError(f"need 1 <= search_min_px <= search_max_px, got {self.search_min_px}, "
                              f"{self.search_max_px}")
-        if not (self.prior_sigma_mps > 0 and self.prior_sigma_dps > 0 and self.search_sigmas > 0):
-            raise ValueError("prior_sigma_mps, prior_sigma_dps and search_sigmas must be positive")
+        if not all(v > 0 for v in (self.prior_sigma_mps, self.prior_sigma_dps, self.start_sigma_mps,
+                                   self.start_sigma_dps, self.search_sigmas)):
+            raise ValueError("prior_sigma_mps/dps, start_sigma_mps/dps and search_sigmas must be positive")
 
 
 @dataclass
@@ -149,14 +152,18 @@ class Tracker:
     def reset(self) -> None:
         """Forget the trajectory (keyframe, last poses, velocity); the map and recordings stay."""
         self.keyframe, self.last_T, self.lost = None, None, 0
+        self.last_cov: np.ndarray | None = None    # error of an externally given last_T (set_pose)
         self.last_stamp: int | None = None
         self.velocity: np.ndarray | None = None    # body twist per second (translation, rotation)
 
-    def set_pose(self, T: np.ndarray, stamp_ns: int | None = None) -> None:
-        """Give a pose prior (e.g. an initial pose estimate) at ``stamp_ns``: a frame with that
-        stamp is searched around it; later frames need a velocity, so the next one is searched
-        exhaustively (dense) and the velocity follows from the first two poses."""
+    def set_pose(self, T: np.ndarray, stamp_ns: int | None = None, cov: np.ndarray | None = None) -> None:
+        """Give a pose prior (an initial pose estimate, e.g. RViz's ``initialpose``) at ``stamp_ns``
+        with the covariance ``cov (6, 6)`` of its error (left perturbation in the camera frame,
+        translation then rotation; None: exact). Later frames are searched around it with the
+        uncertainty of a pose without a velocity (``start_sigma_*``); the velocity follows from
+        the first two poses."""
         self.last_T = np.asarray(T, dtype=np.float64)
+        self.last_cov = None if cov is None else np.asarray(cov, dtype=np.float64)
         self.last_stamp = stamp_ns
         self.velocity = None
         self.lost = 0
@@ -183,25 +190,28 @@ class Tracker:
         return TrackResult(stamp_ns=stamp_ns, level=level, reason=reason, keypoints=n, **kw)
 
     # ----- pose prior -----
-    def _predict(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """Constant-velocity prediction ``(T_parent_camera, cov)``: ``cov`` (6, 6) is the error
-        covariance of the prediction (left perturbation in the camera frame), or None when there
-        is no velocity yet for a later frame: the pose is then only good for choosing nearby
-        keyframes, not for windows (a zero-velocity guess would pull the search, and with it the
-        pose, towards no motion). None without a trusted pose to start from (relocalize)."""
+    def _predict(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Motion prediction ``(T_parent_camera, cov)`` from the last trusted pose; ``cov`` (6, 6)
+        is the error covariance of the prediction (left perturbation in the camera frame). With a
+        velocity: constant velocity, error ``prior_sigma_*`` per second since that pose. Without
+        one (the first frames, an initial pose): no motion, error ``start_sigma_*`` per second, so
+        the windows are wide enough for the motion a zero-velocity guess misses. None without a
+        pose to start from (relocalize)."""
         if self.last_T is None or self.lost > self.config.max_lost:
             return None
+        cfg = self.config
         dt = 0.0 if self.last_stamp is None else max((stamp_ns - self.last_stamp) * 1e-9, 0.0)
-        if self.velocity is None and dt > 1e-3:
-            return self.last_T, None
-        T = self.last_T if self.velocity is None else self.last_T @ se3_exp_np(self.velocity * dt)
+        if self.velocity is None:
+            T, sm, sd = self.last_T, cfg.start_sigma_mps, cfg.start_sigma_dps
+        else:
+            T, sm, sd = self.last_T @ se3_exp_np(self.velocity * dt), cfg.prior_sigma_mps, cfg.prior_sigma_dps
         dt = max(dt, 0.02)
-        st = self.config.prior_sigma_mps * dt
-        sr = math.radians(self.config.prior_sigma_dps) * dt
-        return T, np.diag([st * st] * 3 + [sr * sr] * 3)
+        st, sr = sm * dt, math.radians(sd) * dt
+        cov = np.diag([st * st] * 3 + [sr * sr] * 3)
+        return T, cov if self.last_cov is None else cov + self.last_cov
 
     def _prior(self, pred, kf: Keyframe) -> PosePrior | None:
-        if pred is None or pred[1] is None or not self.config.guided:
+        if pred is None or not self.config.guided:
             return None
         cfg = self.config
         return PosePrior(np.linalg.inv(pred[0]) @ kf.T, pred[1], cfg.search_sigmas, cfg.search_min_px,
@@ -210,13 +220,13 @@ class Tracker:
     def _trusted_pose(self, T: np.ndarray, stamp_ns: int) -> None:
         """Remember a trusted pose; the velocity is the mean of the last two frame-to-frame
         twists (one noisy pose moves the prediction half as much)."""
-        if (self.last_T is not None and self.last_stamp is not None and stamp_ns > self.last_stamp
-                and self.lost <= self.config.max_lost):
+        if (self.last_T is not None and self.last_cov is None and self.last_stamp is not None
+                and stamp_ns > self.last_stamp and self.lost <= self.config.max_lost):
             v = se3_log_np(np.linalg.inv(self.last_T) @ T) / ((stamp_ns - self.last_stamp) * 1e-9)
             self.velocity = v if self.velocity is None else 0.5 * (self.velocity + v)
         else:
             self.velocity = None
-        self.last_T, self.last_stamp, self.lost = T, stamp_ns, 0
+        self.last_T, self.last_stamp, self.lost, self.last_cov = T, stamp_ns, 0, None
 
     # ----- odometry -----
     def _process_odometry(self, frame, stamp_ns) -> TrackResult:
@@ -280,8 +290,8 @@ class Tracker:
             order = self.map.candidates(frame.keypoints, k=cfg.map_candidates)
         lost = self.lost
         best = self._best_candidate(frame, order, pred, stamp_ns)
-        guided = pred is not None and pred[1] is not None and cfg.guided and not isinstance(frame, KeypointFrame)
-        if guided and (best is None or not best.trusted):
+        guided = pred is not None and cfg.guided and not isinstance(frame, KeypointFrame)
+        if guided and (best is None or not best.trusted) and getattr(cfg, "retry", True):
             again = self._best_candidate(frame, order, None, stamp_ns)
             if again is not None and (best is None or (again.trusted, again.inliers) > (best.trusted, best.inliers)):
                 best = again
@@ -331,7 +341,7 @@ class Tracker:
                t0: float) -> TrackResult:
         """RANSAC + (certified) registration of live points ``src`` onto keyframe points ``trg``
         (covariances ``S_src``, ``S_trg``), the Laplace covariance and the verdict."""
-        from sdpr_loc.geometry.registration import ransac, register
+        from sdpr_loc.geometry.registration import laplace_covariance, ransac, register
 
         cfg, mc = self.config, self.matching
         W0 = np.linalg.inv(S_trg + S_src)
@@ -366,14 +376,9 @@ class Tracker:
         T_kf_cam = np.eye(4)
         T_kf_cam[:3, :3], T_kf_cam[:3, 3] = R, t
         T_par = kf.T @ T_kf_cam
-        # Laplace covariance: J_i = d e_i / d(rho, phi) = [-I, [p_i]x], p_i = R src_i + t
         p = src[inliers] @ R.T + t
         Wi = W[inliers]
-        J = np.zeros((ni, 3, 6))
-        J[:, :, :3] = -np.eye(3)
-        J[:, :, 3:] = hat_np(p) if ni else np.zeros((0, 3, 3))
-        info = np.einsum("nai,nab,nbj->ij", J, Wi, J)
-        cov_kf = np.linalg.pinv(info, hermitian=True) * cfg.integrity.covariance_factor   # calibrated
+        cov_kf = laplace_covariance(src[inliers], Wi, R, t) * cfg.integrity.covariance_factor   # calibrated
         Ad = adjoint_np(kf.T)
         cov_left = kf.cov + Ad @ cov_kf @ Ad.T
         G = np.eye(6)
@@ -419,7 +424,7 @@ class Tracker:
         s = res.integrity_stats
         Sb = integ.body_covariance(res.covariance, res.T)
         pred = self._predict(stamp_ns)
-        if pred is not None and pred[1] is not None:   # a prediction with a velocity behind it
+        if pred is not None and self.velocity is not None:   # a prediction with a velocity behind it
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], pred[1], res.T, Sb)
         others = [r for r in tried if r.T is not None and r.trusted]
         if others:

@@ -21,7 +21,7 @@ from .network import KeypointNet, NetworkConfig
 from .pipeline import LocalizerConfig
 
 __all__ = ["CheckpointError", "FORMAT", "VERSION", "load_checkpoint", "load_network", "load_localizer_config",
-           "load_state_checked", "network_config_of"]
+           "load_for_inference", "load_state_checked", "network_config_of"]
 
 FORMAT = "sdpr_loc.keypoint_net"
 VERSION = 1
@@ -94,16 +94,29 @@ def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor
     module.load_state_dict({k: state[k] for k in keys}, strict=not prefixes)
 
 
-def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> KeypointNet:
-    """A KeypointNet built from the checkpoint's own config, weights loaded, in eval mode."""
-    ckpt = load_checkpoint(path)
+def _network_of(ckpt: Mapping, path: str | os.PathLike, device: str | torch.device) -> KeypointNet:
     net = KeypointNet(network_config_of(ckpt, str(path)))
     load_state_checked(net, ckpt["model"], f"checkpoint {str(path)!r}")
     return net.to(device).eval()
 
 
+def _localizer_config_of(ckpt: Mapping) -> LocalizerConfig | None:
+    return LocalizerConfig.from_dict(ckpt["localizer"]) if "localizer" in ckpt else None
+
+
+def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> KeypointNet:
+    """A KeypointNet built from the checkpoint's own config, weights loaded, in eval mode."""
+    return _network_of(load_checkpoint(path), path, device)
+
+
 def load_localizer_config(path: str | os.PathLike) -> LocalizerConfig | None:
     """The matching settings a checkpoint was trained with (None if it has none)."""
+    return _localizer_config_of(load_checkpoint(path))
+
+
+def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu"
+                       ) -> tuple[KeypointNet, LocalizerConfig | None]:
+    """(network in eval mode, matching settings or None) from ONE read of the checkpoint."""
     ckpt = load_checkpoint(path)
-    return LocalizerConfig.from_dict(ckpt["localizer"]) if "localizer" in ckpt else None
+    return _network_of(ckpt, path, device), _localizer_config_of(ckpt)
 

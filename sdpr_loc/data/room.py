@@ -1,12 +1,12 @@
-"""A textured room rendered for a rectified stereo pair: a camera stand-in with ground truth.
+"""A textured room rendered for a rectified stereo pair: a small world with exact ground truth.
 
-Node tests, the latency bench and smoke runs need a stereo stream whose poses are known exactly
-and which renders in a few milliseconds on one core; the full town renderer
-(``sdpr_loc.data.synth``) is for training and the demo. The room is an axis-aligned box whose six
-faces carry a "dead leaves" texture (overlapping grey rectangles: corners at every scale, which is
-what FAST/ORB and a keypoint network need). Rendering casts one ray per pixel to the box wall it
-leaves through and samples a texture pyramid level matched to the pixel footprint (no aliasing,
-so left and right agree).
+Tests (tracker, maps, odometry, the nodes) need a stereo stream whose poses are known exactly and
+which renders in a few milliseconds on one core; the full town renderer (``sdpr_loc.data.synth``)
+is for training and the demo. The room is an axis-aligned box whose six faces carry a "dead
+leaves" texture (overlapping grey rectangles: corners at every scale, which is what FAST/ORB and a
+keypoint network need). Rendering casts one ray per pixel to the box wall it leaves through and
+samples a texture pyramid level matched to the pixel footprint (no aliasing, so left and right
+agree). The camera is the caller's (default: :func:`sdpr_loc.data.synth.default_camera`).
 
 World frame: x right, y down, z forward at the start pose (the first camera's optical frame).
 Poses are ``T_world_camera`` of the left optical frame, as in :class:`sdpr_loc.data.bags.StereoFrame`.
@@ -20,18 +20,14 @@ import numpy as np
 
 from sdpr_loc.geometry.stereo import StereoCamera
 
-__all__ = ["StereoRoom", "default_camera", "drive_poses"]
+from .bags import StereoFrame
+from .synth import default_camera
+
+__all__ = ["StereoRoom", "room_drive_poses"]
 
 TEXEL_M = 0.04           # texture resolution on the walls (metres per texel)
 TEXTURE_SIZE = 1024      # texels; the pattern repeats every TEXTURE_SIZE * TEXEL_M metres
 LEVELS = 6               # pyramid levels sampled by footprint
-
-
-def default_camera(width: int = 320, height: int = 240) -> StereoCamera:
-    """A small rectified pair: 90 degree horizontal field of view, 0.24 m baseline."""
-    f = width / 2.0
-    return StereoCamera(fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, baseline=0.24,
-                        width=width, height=height)
 
 
 def _dead_leaves(rng: np.random.Generator, size: int, count: int = 5000) -> np.ndarray:
@@ -44,7 +40,7 @@ def _dead_leaves(rng: np.random.Generator, size: int, count: int = 5000) -> np.n
     return img
 
 
-def drive_poses(n: int, step_m: float = 0.2, yaw_amp_deg: float = 8.0, start_z: float = -2.0,
+def room_drive_poses(n: int, step_m: float = 0.2, yaw_amp_deg: float = 8.0, start_z: float = -2.0,
                 lateral: float = 0.0, phase: float = 0.0) -> np.ndarray:
     """(n, 4, 4) T_world_camera: forward along +z, swaying and yawing gently, ``step_m`` a frame.
 
@@ -140,12 +136,10 @@ class StereoRoom:
     def frames(self, n: int, camera: StereoCamera | None = None, rate_hz: float = 10.0,
                start_ns: int = 1_700_000_000_000_000_000, poses: np.ndarray | None = None,
                **kw) -> Iterator:
-        """``n`` :class:`sdpr_loc.data.bags.StereoFrame` along ``poses`` (default
-        :func:`drive_poses`), with ground truth; ``kw`` go to :meth:`render` (gain, noise)."""
-        from sdpr_loc.data.bags import StereoFrame
-
+        """``n`` :class:`~sdpr_loc.data.bags.StereoFrame` along ``poses`` (default
+        :func:`room_drive_poses`), with ground truth; ``kw`` go to :meth:`render` (gain, noise)."""
         camera = camera or default_camera()
         dt = int(round(1e9 / rate_hz))
-        for k, T in enumerate(drive_poses(n) if poses is None else poses[:n]):
+        for k, T in enumerate(room_drive_poses(n) if poses is None else poses[:n]):
             left, right = self.stereo(T, camera, **kw)
             yield StereoFrame(left=left, right=right, camera=camera, stamp_ns=start_ns + k * dt, pose=T)

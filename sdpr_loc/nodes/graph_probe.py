@@ -17,6 +17,8 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
+from sdpr_loc.data.messages import stamp_to_ns
+
 from . import convert
 
 __all__ = ["StereoPublisher", "OutputListener", "Received", "certificate_values"]
@@ -85,12 +87,12 @@ class OutputListener:
 
     def _on_pose(self, msg) -> None:
         with self.lock:
-            self.got.pose[convert.stamp_to_ns(msg.header.stamp)] = (time.monotonic(), msg)
+            self.got.pose[stamp_to_ns(msg.header.stamp)] = (time.monotonic(), msg)
             self.event.notify_all()
 
     def _on_cert(self, msg) -> None:
         with self.lock:
-            stamp = convert.stamp_to_ns(msg.header.stamp)
+            stamp = stamp_to_ns(msg.header.stamp)
             self.got.certificate[stamp] = (time.monotonic(), certificate_values(msg))
             self.event.notify_all()
 
