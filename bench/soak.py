@@ -100,9 +100,10 @@ def _summaries(node, by_name: dict[str, dict]) -> None:
 def _frames(width: int, height: int):
     """(camera, drive, loop): a short drive through a synthetic room and the looped stream of it
     (there and back, so it loops without a jump) as uint8 image pairs."""
-    from sdpr_loc.nodes.synthetic import StereoRoom, default_camera
+    from sdpr_loc.data.room import StereoRoom
+    from sdpr_loc.data.synth import default_camera
 
-    cam = default_camera(width, height)
+    cam = default_camera(height, width, fx=width / 2.0)
     drive = list(StereoRoom(seed=5).frames(10, cam, start_ns=T0, rate_hz=10))
     loop = drive + drive[-2:0:-1]
     return cam, drive, [((f.left * 255 + 0.5).astype(np.uint8), (f.right * 255 + 0.5).astype(np.uint8))
@@ -149,7 +150,7 @@ def main() -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     from sdpr_loc.nodes import bringup, launch_cli
-    from sdpr_loc.nodes.harness import StereoPublisher
+    from sdpr_loc.nodes.graph_probe import StereoPublisher
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(120, 200)))
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -18,7 +18,8 @@ rclpy = pytest.importorskip("rclpy")
 
 from sdpr_loc.data.messages import pose_to_matrix, stamp_to_ns  # noqa: E402
 from sdpr_loc.nodes.managed import summary_level  # noqa: E402
-from sdpr_loc.nodes.synthetic import StereoRoom, default_camera  # noqa: E402
+from sdpr_loc.data.room import StereoRoom  # noqa: E402
+from sdpr_loc.data.synth import default_camera  # noqa: E402
 
 T0 = 1_850_000_000_000_000_000
 DT = 100_000_000
@@ -91,7 +92,7 @@ def ros():
 
 @pytest.fixture(scope="module")
 def frames():
-    cam = default_camera()
+    cam = default_camera(240, 320, fx=160.0)
     return cam, list(StereoRoom(seed=5).frames(12, cam, start_ns=T0, rate_hz=10))
 
 
@@ -106,7 +107,7 @@ def _pipeline(**params):
 
 
 def test_transitions_over_dds_and_deactivate_keeps_state(ros, frames):
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
 
     tester, spin = ros
     cam, fr = frames
@@ -166,7 +167,7 @@ def test_transitions_over_dds_and_deactivate_keeps_state(ros, frames):
 def test_bad_map_fails_configure_and_the_node_stays_alive(ros, tmp_path):
     """A separate process with autostart (as `sdpr-loc launch` starts it): configure fails with
     the reason logged and on /diagnostics; the node stays in unconfigured, answering GetState."""
-    from sdpr_loc.nodes.harness import OutputListener
+    from sdpr_loc.nodes.graph_probe import OutputListener
 
     tester, _ = ros
     name = f"bad_map_{os.getpid()}"
@@ -199,7 +200,7 @@ def test_bad_map_fails_configure_and_the_node_stays_alive(ros, tmp_path):
 
 
 def test_diagnostics_summary_contents_and_levels(ros, frames):
-    from sdpr_loc.nodes.harness import OutputListener, StereoPublisher
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
 
     tester, spin = ros
     cam, fr = frames
@@ -291,11 +292,11 @@ def _objects() -> int:
 def test_short_soak_bounded_queues_and_objects(ros):
     """A few hundred looped frames through the keypoint and registration nodes: queues, path,
     latency window and camera cache stay bounded; Python object counts do not grow."""
-    from sdpr_loc.nodes.harness import StereoPublisher
+    from sdpr_loc.nodes.graph_probe import StereoPublisher
     from sdpr_loc.nodes.managed import LATENCY_SAMPLES
 
     tester, spin = ros
-    cam = default_camera()
+    cam = default_camera(240, 320, fx=160.0)
     loop = list(StereoRoom(seed=5).frames(10, cam, start_ns=T0, rate_hz=10))
     loop += loop[-2:0:-1]                         # there and back: the stream loops smoothly
     kn, rn = _pipeline(max_path_length=25, diagnostics_window_s=1.0)
