@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-bag": ("sdpr_loc.data.make_bag", "render a synthetic stereo drive to a rosbag2 file"),
     "import-kitti": ("sdpr_loc.data.import_kitti", "import a KITTI stereo folder (odometry or raw layout) as a rosbag2"),
     "launch": ("sdpr_loc.nodes.launch_cli", "start the ROS 2 nodes of a launch (pip twin of ros2 launch)"),
+    "lifecycle": ("sdpr_loc.nodes.lifecycle_cli", "get or change a managed node's lifecycle state (pip twin of ros2 lifecycle)"),
     "play": ("sdpr_loc.nodes.play", "publish a rosbag2's topics at the recorded rate"),
     "record": ("sdpr_loc.nodes.record", "record ROS 2 topics to a rosbag2 file"),
     "train": ("sdpr_loc.training.train_cli", "train or fine-tune the keypoint network from rosbags"),

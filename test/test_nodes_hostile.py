@@ -51,7 +51,7 @@ def rig():
         ex.add_node(n)
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60   # subscribed once autostart has configured and activated it
     while pub.subscribers() == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     yield kn, rn, tester, pub, out

@@ -30,7 +30,7 @@ def test_fail_pose_is_not_published_and_the_certificate_says_why():
         ex.add_node(n)
     threading.Thread(target=ex.spin, daemon=True).start()
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60   # subscribed once autostart has configured and activated it
         while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         got = {}

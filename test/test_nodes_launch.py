@@ -21,10 +21,10 @@ LAUNCH_FILES = {"localize": ROOT / "launch" / "localize.launch.py", "train": ROO
 CASES = {"localize": [{}, {"map": "/maps/teach.npz", "use_gpu": "false", "params_file": "/tmp/robot.yaml"},
                       {"frontend": "network", "model": "/m.pt", "namespace": "rover",
                        "publish_uncertified": "true"},
-                      {"mode": "teach", "save_map": "/maps/new.npz"}],
+                      {"mode": "teach", "save_map": "/maps/new.npz", "autostart": "false"}],
          "keypoints": [{}, {"map": "/maps/teach.npz", "use_gpu": "false", "params_file": "/tmp/robot.yaml"},
                        {"frontend": "network", "model": "/m.pt", "namespace": "rover",
-                        "publish_uncertified": "true"}],
+                        "publish_uncertified": "true", "autostart": "false"}],
          "train": [{}, {"teach": "a.mcap,b.mcap", "repeat": "c.mcap,d.mcap", "epochs": "3", "autostart": "false"}]}
 
 
@@ -128,6 +128,10 @@ def test_launch_arguments_map_to_declared_parameters():
     p = {n.entry.name: n for n in bringup.plan("keypoints", {"map": "/m.npz", "use_gpu": "false"})}
     assert p["registration_node"].overrides == {"mode": "map", "map_path": "/m.npz"}
     assert p["keypoint_node"].overrides == {"device": "cpu"}
+    # autostart:=false reaches every lifecycle node; the default leaves the params file's (true)
+    for launch in ("localize", "keypoints"):
+        assert all(n.overrides.get("autostart") is False for n in bringup.plan(launch, {"autostart": "false"}))
+        assert all("autostart" not in n.overrides for n in bringup.plan(launch, {}))
     with pytest.raises(ValueError, match="unknown launch arguments"):
         bringup.plan("localize", {"mpa": "x"})
     with pytest.raises(ValueError, match="true or false"):

@@ -12,6 +12,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 rclpy = pytest.importorskip("rclpy")
 
 from sdpr_loc.data.messages import pose_to_matrix  # noqa: E402
+from sdpr_loc.nodes import convert  # noqa: E402
 from hostile_frames import publish_bad_camera_info, publish_bad_encoding  # noqa: E402
 
 WORLD = 103   # a validation world (101 and 102 are held out for evaluation)
@@ -49,7 +50,7 @@ def _rig(**params):
     for n in (node, tester):
         ex.add_node(n)
     threading.Thread(target=ex.spin, daemon=True).start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60   # subscribed once autostart has configured and activated it
     while pub.subscribers() == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     return node, tester, pub, out, ex

@@ -75,11 +75,21 @@ def test_wrong_type_and_missing_map_are_rejected(ros):
 
     with pytest.raises(InvalidParameterTypeException):
         RegistrationNode(parameter_overrides=[Parameter("min_inliers", value="ten")])
-    with pytest.raises(ValueError, match="map_path"):
-        RegistrationNode(parameter_overrides=[Parameter("mode", value="map")])
-    with pytest.raises(ValueError, match="does not exist"):
-        RegistrationNode(parameter_overrides=[Parameter("mode", value="map"),
-                                              Parameter("map_path", value="/nonexistent/map.npz")])
+    # a missing map fails configure (lifecycle): the node stays alive, unconfigured, and says why
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    for params, reason in (([Parameter("mode", value="map")], "map_path"),
+                           ([Parameter("mode", value="map"), Parameter("map_path", value="/nonexistent/map.npz")],
+                            "does not exist")):
+        node = RegistrationNode(parameter_overrides=[*params, Parameter("autostart", value=False)])
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            assert node.lifecycle_state == "unconfigured" and reason in node.config_error
+            level, message, _ = node.summary()
+            assert level == 2 and reason in message
+        finally:
+            node.close()
+            node.destroy_node()
 
 
 @pytest.mark.ros
@@ -90,6 +100,9 @@ def test_runtime_changes_are_validated(ros):
 
     node = RegistrationNode()
     try:
+        r = node.set_parameters([Parameter("min_inliers", value=50)])[0]   # checked before configure too
+        assert not r.successful and "min_inliers" in r.reason
+        node.trigger_configure()
         ok = node.set_parameters([Parameter("min_inliers", value=11),
                                   Parameter("publish_uncertified", value=True)])
         assert all(r.successful for r in ok)

@@ -103,6 +103,14 @@ TRAINER = NodeEntry("trainer_node", "trainer_node", "sdpr_loc.nodes.trainer_node
                     configs=("train.yaml", "localize.yaml"))
 NODES: dict[str, NodeEntry] = {n.name: n for n in (LOCALIZATION, KEYPOINT, REGISTRATION, TRAINER)}
 
+def _autostart(*nodes: str) -> Argument:
+    """The lifecycle nodes configure and activate themselves (their ``autostart`` parameter,
+    default true); ``autostart:=false`` leaves them unconfigured for a lifecycle manager."""
+    return Argument("autostart", "true", "configure and activate the lifecycle nodes at start; false: "
+                    "leave them unconfigured for a lifecycle manager (ChangeState)",
+                    lambda v: {} if _truthy(v) else {n: {"autostart": False} for n in nodes})
+
+
 _COMMON = (
     Argument("params_file", "", "extra ROS parameter file, applied after the package's config/*.yaml"),
     Argument("namespace", "", "namespace of all nodes (e.g. a robot name)"),
@@ -123,6 +131,7 @@ LAUNCHES: dict[str, tuple[tuple[NodeEntry, ...], tuple[Argument, ...]]] = {
                  lambda v: {"localization_node": {"model_path": v}} if v else {}),
         Argument("publish_uncertified", "", "true: also publish uncertified poses ('' = params file)",
                  lambda v: {"localization_node": {"publish_uncertified": _truthy(v)}} if v else {}),
+        _autostart("localization_node"),
     )),
     "keypoints": ((KEYPOINT, REGISTRATION), _COMMON + (
         Argument("map", "", "keyframe map (.npz): localize in it (mode map); '' = visual odometry",
@@ -135,6 +144,7 @@ LAUNCHES: dict[str, tuple[tuple[NodeEntry, ...], tuple[Argument, ...]]] = {
                  lambda v: {"keypoint_node": {"model_path": v}} if v else {}),
         Argument("publish_uncertified", "", "true: also publish uncertified poses ('' = params file)",
                  lambda v: {"registration_node": {"publish_uncertified": _truthy(v)}} if v else {}),
+        _autostart("keypoint_node", "registration_node"),
     )),
     "train": ((TRAINER,), _COMMON + (
         Argument("teach", "", "comma-separated teach bags ('' = params file)",

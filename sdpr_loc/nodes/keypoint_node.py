@@ -6,7 +6,9 @@ rgb8, bgr8), ``stereo/left/camera_info``, ``stereo/right/camera_info``.
 Publishes: ``keypoints`` (PointCloud2, layout in :mod:`sdpr_loc.nodes.pointcloud`; one cloud per
 processed pair, empty when nothing was found, stamped like the left image),
 ``keypoints/debug_image`` (optional), ``/diagnostics`` (DiagnosticArray: OK with counts and
-timing; WARN / ERROR with the reason for every frame that could not be used).
+timing; WARN / ERROR with the reason for every frame that could not be used; and the 1 Hz
+summary ``keypoint_node: keypoints`` of :mod:`sdpr_loc.nodes.managed`). A lifecycle node:
+configure builds the front end, activate subscribes.
 
 Left and right pair by header stamp (``sync_tolerance_ms``, :mod:`sdpr_loc.nodes.stereo_input`);
 pairs go to a worker thread through a one-slot newest-wins queue, so the executor only stashes
@@ -19,34 +21,36 @@ import time
 from typing import Any, Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from sensor_msgs.msg import Image, PointCloud2
 
 from sdpr_loc.data.messages import stamp_to_ns
 
 from . import convert, pointcloud
-from .params import declare
-from .runtime import Worker, run
+from .managed import ManagedNode
+from .runtime import run, torch_threads
 from .stereo_input import FrameError, StereoInput, warm_up_pair
 
 NAME = "keypoint_node"
 __all__ = ["KeypointNode", "main"]
 
 
-class KeypointNode(Node):
-    """Stereo keypoints for every image pair; ``extractor`` replaces the configured front end
-    (tests pass a stand-in)."""
+class KeypointNode(ManagedNode):
+    """Stereo keypoints for every image pair (a lifecycle node, :mod:`sdpr_loc.nodes.managed`);
+    ``extractor`` replaces the configured front end (tests pass a stand-in)."""
 
     def __init__(self, extractor: Callable | None = None, **node_kwargs: Any) -> None:
-        super().__init__(NAME, **node_kwargs)
-        p = declare(self, NAME, on_change=self._on_params)
+        self._custom_extractor = extractor
+        super().__init__(NAME, "keypoints", certifies=False, **node_kwargs)
+        self.frames_out = 0
+        self._last_ok_diag = 0.0
+        self.input = None
+
+    def configure(self, p: dict) -> None:
         self.sync_tol_ns = int(p["sync_tolerance_ms"] * 1e6)
         self.min_keypoints_warn = int(p["min_keypoints_warn"])
         self.publish_debug = bool(p["publish_debug_image"])
-        if p["torch_threads"] > 0:
-            import torch
-
-            torch.set_num_threads(int(p["torch_threads"]))
+        torch_threads(p["torch_threads"])
+        extractor = self._custom_extractor
         if extractor is None:
             from sdpr_loc.vision.frontend import make_extractor
 
@@ -57,14 +61,20 @@ class KeypointNode(Node):
             what = getattr(extractor, "__name__", "custom extractor")
         self.extract, self.frontend = extractor, what
         self._warm_up()
-        self.frames_out = 0
-        self._last_ok_diag = 0.0
-        self.input = StereoInput(self, lambda pair: self.worker.submit(pair), self.sync_tol_ns)
-        self.pub_cloud = self.create_publisher(PointCloud2, "keypoints", 2)
-        self.pub_debug = self.create_publisher(Image, "keypoints/debug_image", 1)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.worker = Worker(self._process, self._on_error, maxlen=1, name="keypoints")
+        if self.input is None:   # kept over cleanup / configure: the pairing state is the stream's
+            self.input = StereoInput(self, self.submit, self.sync_tol_ns)
+        self.pub_cloud = self.create_lifecycle_publisher(PointCloud2, "keypoints", 2)
+        self.pub_debug = self.create_lifecycle_publisher(Image, "keypoints/debug_image", 1)
         self.get_logger().info(f"front end: {what}")
+
+    def activate(self) -> None:
+        self.input.subscribe()
+
+    def release(self) -> None:
+        self.extract = None
+
+    def extra_drops(self) -> int:
+        return self.input.unpaired if self.input is not None else 0
 
     def _warm_up(self) -> None:
         """One throw-away extraction at start, so the first real frame does not pay for library
@@ -75,9 +85,11 @@ class KeypointNode(Node):
             self.get_logger().warning(f"front end warm-up failed: {type(err).__name__}: {err}")
 
     # ----- parameters -----
-    def _on_params(self, changes: dict) -> str:
+    def params_changed(self, changes: dict) -> str:
         if "sync_tolerance_ms" in changes:
-            self.sync_tol_ns = self.input.sync_tol_ns = int(changes["sync_tolerance_ms"] * 1e6)
+            self.sync_tol_ns = int(changes["sync_tolerance_ms"] * 1e6)
+            if self.input is not None:
+                self.input.sync_tol_ns = self.sync_tol_ns
         if "min_keypoints_warn" in changes:
             self.min_keypoints_warn = int(changes["min_keypoints_warn"])
         if "publish_debug_image" in changes:
@@ -118,9 +130,6 @@ class KeypointNode(Node):
                               status=[convert.diagnostic(level, f"sdpr_loc: {self.get_name()}", message,
                                                          values, hardware_id=self.get_name())])
         self.pub_diag.publish(arr)
-
-    def close(self) -> None:
-        self.worker.stop()
 
 
 def main(args: list[str] | None = None) -> int:

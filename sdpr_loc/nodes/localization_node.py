@@ -16,7 +16,8 @@ around it instead of relocalizing from scratch. Publishes ``pose``, ``odom``, ``
 worse than ``publish_integrity`` (default WARN: FAIL) is not published, its certificate says why.
 With ``camera_to_base`` the pose is the base's (``base_frame``), else the left camera optical
 frame's. Pairs go to one worker thread
-through a one-slot newest-wins queue: the executor only stashes messages.
+through a one-slot newest-wins queue: the executor only stashes messages. A lifecycle node with a
+1 Hz ``/diagnostics`` summary (:mod:`sdpr_loc.nodes.managed`).
 """
 from __future__ import annotations
 
@@ -26,11 +27,10 @@ import time
 from typing import Any
 
 import numpy as np
-from rclpy.node import Node
 
-from .params import declare
+from .managed import ManagedNode
 from .pose_output import PoseOutputs, camera_pose, parse_extrinsic
-from .runtime import Worker, load_map, run, torch_threads
+from .runtime import load_map, run, torch_threads
 from .stereo_input import FrameError, StereoInput, warm_up_pair
 from sdpr_loc.data.messages import pose_to_matrix
 from sdpr_loc.vision.integrity import body_covariance, publishable
@@ -43,13 +43,17 @@ _TRACKER_KEYS = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_an
                  "search_max_px")
 
 
-class LocalizationNode(Node):
-    """Learned (or ORB) certified localization of stereo images; see the module docstring."""
+class LocalizationNode(ManagedNode):
+    """Learned (or ORB) certified localization of stereo images; see the module docstring. A
+    lifecycle node (:mod:`sdpr_loc.nodes.managed`): configure loads the model and the map,
+    activate subscribes, cleanup releases them (teach: writing the map first)."""
 
     def __init__(self, **node_kwargs: Any) -> None:
-        super().__init__(NAME, **node_kwargs)
-        p = declare(self, NAME, on_change=self._on_params)
-        self.p = p
+        super().__init__(NAME, "localization", certifies=True, **node_kwargs)
+        self.tracker = self.out = self.make_frame = self.input = None
+        self._initial_pose, self._initial_lock = None, threading.Lock()
+
+    def configure(self, p: dict) -> None:
         torch_threads(p["torch_threads"])
         from sdpr_loc.vision.frontend import make_frames
 
@@ -66,18 +70,33 @@ class LocalizationNode(Node):
         self.publish_uncertified = bool(p["publish_uncertified"])
         self.out = PoseOutputs(self, self.parent, p["base_frame"], T_cam_base, int(p["max_path_length"]))
         self._warm_up()
-        self.worker = Worker(self._process, self._on_error, maxlen=1, name="localization")
-        self.input = StereoInput(self, self.worker.submit, int(p["sync_tolerance_ms"] * 1e6))
-        self._initial_pose, self._initial_lock = None, threading.Lock()
-        if p["mode"] == "map":
-            from geometry_msgs.msg import PoseWithCovarianceStamped
-
-            self.create_subscription(PoseWithCovarianceStamped, "initialpose", self._on_initial_pose, 1)
+        if self.input is None:   # kept over cleanup / configure: the pairing state is the stream's
+            self.input = StereoInput(self, self.submit, int(p["sync_tolerance_ms"] * 1e6))
+        self._initial_pose = None
         if p["mode"] == "teach":
             from std_srvs.srv import Trigger
 
             self.create_service(Trigger, "~/save_map", self._on_save_map)
         self.get_logger().info(f"{p['mode']} mode, {what}")
+
+    def activate(self) -> None:
+        self.input.subscribe()
+        if self.p["mode"] == "map":
+            from geometry_msgs.msg import PoseWithCovarianceStamped
+
+            self.create_subscription(PoseWithCovarianceStamped, "initialpose", self._on_initial_pose, 1)
+
+    def release(self) -> None:
+        if self.tracker is not None and self.p["mode"] == "teach" and self.tracker.recorded:
+            try:
+                ok, message = self.save_map()
+            except (OSError, ValueError) as err:
+                message = f"cannot write the map: {err}"
+            print(f"[{NAME}] {message}", file=sys.stderr, flush=True)
+        self.tracker = self.out = self.make_frame = None
+
+    def extra_drops(self) -> int:
+        return self.input.unpaired if self.input is not None else 0
 
     # ----- parameters -----
     @staticmethod
@@ -86,18 +105,18 @@ class LocalizationNode(Node):
         mode = "odometry" if p["mode"] == "teach" else p["mode"]
         return TrackerConfig(mode=mode, seed=int(p["seed"]), **kw)
 
-    def _on_params(self, changes: dict) -> str:
+    def params_changed(self, changes: dict) -> str:
         merged = {**self.p, **changes}
         try:
             cfg = self._tracker_config(merged)
         except ValueError as err:
             return str(err)
-        self.p = merged
-        self.tracker.config = cfg
         self.publish_uncertified = bool(merged["publish_uncertified"])
-        if "sync_tolerance_ms" in changes:
+        if self.tracker is not None:
+            self.tracker.config = cfg
+        if "sync_tolerance_ms" in changes and self.input is not None:
             self.input.sync_tol_ns = int(merged["sync_tolerance_ms"] * 1e6)
-        if "max_path_length" in changes:
+        if "max_path_length" in changes and self.out is not None:
             self.out.set_path_length(int(merged["max_path_length"]))
         return ""
 
@@ -158,6 +177,7 @@ class LocalizationNode(Node):
         self._certificate(TrackResult(stamp, level, reason), pair[0].header.frame_id, False, {})
 
     def _certificate(self, res: TrackResult, frame_id: str, published: bool, extra: dict) -> None:
+        self.count_result(res)
         self.out.certificate(res, frame_id, published, {
             "mode": self.p["mode"], "dropped": self.worker.queue.dropped, "unpaired": self.input.unpaired,
             **extra})
@@ -181,12 +201,6 @@ class LocalizationNode(Node):
             response.success, response.message = False, f"cannot write the map: {err}"
         self.get_logger().info(response.message)
         return response
-
-    def close(self) -> None:
-        self.worker.stop()
-        if self.p["mode"] == "teach" and self.tracker.recorded:
-            ok, message = self.save_map()
-            print(f"[{NAME}] {message}", file=sys.stderr, flush=True)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -45,6 +45,13 @@ class Spec:
         return ""
 
 
+_MANAGED = (  # the lifecycle and the 1 Hz /diagnostics summary of every runtime node (nodes/managed.py)
+    Spec("autostart", "configure and activate at start (what a lifecycle manager does); false: wait in "
+         "'unconfigured' for lifecycle_msgs ChangeState requests", read_only=True),
+    Spec("diagnostics_window_s", "the /diagnostics summary's rates and latency percentiles cover this "
+         "many seconds; no input for longer -> WARN", range=(1.0, 3600.0)),
+)
+
 _KEYPOINT = (
     Spec("frontend", "keypoint extractor: 'orb' (classical baseline) or 'network' (learned model)",
          choices=("orb", "network"), read_only=True),
@@ -64,7 +71,7 @@ _KEYPOINT = (
          range=(0, 100000)),
     Spec("publish_debug_image", "publish keypoints/debug_image with the keypoints drawn"),
     Spec("torch_threads", "torch CPU threads (0 = torch's default)", range=(0, 256), read_only=True),
-)
+) + _MANAGED
 
 _TRACKING = (  # the Tracker's settings, shared by the nodes that localize
     Spec("publish_uncertified", "also publish poses whose optimality certificate failed "
@@ -84,7 +91,7 @@ _TRACKING = (  # the Tracker's settings, shared by the nodes that localize
     Spec("max_path_length", "poses kept in the published path", range=(1, 10_000_000)),
     Spec("torch_threads", "torch CPU threads (0 = torch's default)", range=(0, 256), read_only=True),
     Spec("seed", "RANSAC sampling seed", range=(0, 2**31 - 1), read_only=True),
-)
+) + _MANAGED
 
 _REGISTRATION = (
     Spec("mode", "'odometry' (chain poses against previous keyframes) or 'map' (localize in map_path)",

@@ -84,10 +84,11 @@ class PoseOutputs:
         self._prev: tuple[int, np.ndarray] | None = None
         self._last_path_pub = 0.0
         self.counts = {"frames": 0, "certified": 0, "published": 0}
-        self.pub_pose = node.create_publisher(PoseWithCovarianceStamped, "pose", 10)
-        self.pub_odom = node.create_publisher(Odometry, "odom", 10)
-        self.pub_path = node.create_publisher(Path, "path", 1)
-        self.pub_cert = node.create_publisher(DiagnosticArray, "certificate", 10)
+        create = getattr(node, "create_lifecycle_publisher", node.create_publisher)  # silent unless active
+        self.pub_pose = create(PoseWithCovarianceStamped, "pose", 10)
+        self.pub_odom = create(Odometry, "odom", 10)
+        self.pub_path = create(Path, "path", 1)
+        self.pub_cert = create(DiagnosticArray, "certificate", 10)
 
     def set_path_length(self, n: int) -> None:
         self.path = deque(self.path, maxlen=int(n))

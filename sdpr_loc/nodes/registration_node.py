@@ -19,16 +19,15 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 
 from sdpr_loc.data.messages import stamp_to_ns
 
 from . import pointcloud
-from .params import declare
+from .managed import ManagedNode
 from .pose_output import PoseOutputs
-from .runtime import Worker, load_map, run, torch_threads
+from .runtime import load_map, run, torch_threads
 from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackerConfig, TrackResult
 
@@ -38,13 +37,16 @@ _TRACKER_KEYS = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_an
                  "map_candidates")
 
 
-class RegistrationNode(Node):
-    """Certified localization of keypoint clouds (``odometry`` or ``map`` mode)."""
+class RegistrationNode(ManagedNode):
+    """Certified localization of keypoint clouds (``odometry`` or ``map`` mode); a lifecycle node
+    (:mod:`sdpr_loc.nodes.managed`): configure loads the map, activate subscribes."""
 
     def __init__(self, **node_kwargs: Any) -> None:
-        super().__init__(NAME, **node_kwargs)
-        p = declare(self, NAME, on_change=self._on_params)
-        self.p = p
+        super().__init__(NAME, "registration", certifies=True, **node_kwargs)
+        self.tracker = self.out = None
+        self._last_stamp = -1
+
+    def configure(self, p: dict) -> None:
         torch_threads(p["torch_threads"])
         keyframe_map = load_map(self, p)
         self.tracker = Tracker(self._tracker_config(p), keyframe_map)
@@ -52,10 +54,14 @@ class RegistrationNode(Node):
         self.publish_uncertified = bool(p["publish_uncertified"])
         self._last_stamp = -1
         self.out = PoseOutputs(self, self.parent, max_path_length=int(p["max_path_length"]))
-        self.create_subscription(PointCloud2, "keypoints", self._on_cloud,
+
+    def activate(self) -> None:
+        self.create_subscription(PointCloud2, "keypoints", self.submit,
                                  QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                             reliability=ReliabilityPolicy.RELIABLE))
-        self.worker = Worker(self._process, self._on_error, maxlen=1, name="registration")
+
+    def release(self) -> None:
+        self.tracker = self.out = None
 
     # ----- parameters -----
     @staticmethod
@@ -63,23 +69,20 @@ class RegistrationNode(Node):
         kw = {k: p[k] for k in _TRACKER_KEYS}
         return TrackerConfig(mode=p["mode"], seed=int(p["seed"]), **kw)
 
-    def _on_params(self, changes: dict) -> str:
+    def params_changed(self, changes: dict) -> str:
         merged = {**self.p, **changes}
         try:
             cfg = self._tracker_config(merged)
         except ValueError as err:
             return str(err)
-        self.p = merged
-        self.tracker.config = cfg
         self.publish_uncertified = bool(merged["publish_uncertified"])
-        if "max_path_length" in changes:
+        if self.tracker is not None:
+            self.tracker.config = cfg
+        if "max_path_length" in changes and self.out is not None:
             self.out.set_path_length(int(merged["max_path_length"]))
         return ""
 
-    # ----- callback and worker -----
-    def _on_cloud(self, msg: PointCloud2) -> None:
-        self.worker.submit(msg)
-
+    # ----- worker -----
     def _process(self, msg: PointCloud2) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
         if stamp <= self._last_stamp:
@@ -108,11 +111,9 @@ class RegistrationNode(Node):
                           published=False)
 
     def _certificate(self, res: TrackResult, frame_id: str, published: bool) -> None:
+        self.count_result(res)
         self.out.certificate(res, frame_id, published, {"mode": self.p["mode"],
                                                         "dropped": self.worker.queue.dropped})
-
-    def close(self) -> None:
-        self.worker.stop()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -42,6 +42,11 @@ class LatestQueue:
                 return None
             return self._items.pop(0) if self._items else None
 
+    def clear(self) -> None:
+        """Forget the queued items (not counted as dropped)."""
+        with self._cv:
+            self._items.clear()
+
     def close(self) -> None:
         with self._cv:
             self._closed = True
@@ -113,8 +118,10 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
     """Init rclpy, build the node, spin until SIGINT/SIGTERM, then shut down cleanly.
 
     rclpy's own signal handlers turn SIGINT and SIGTERM into a context shutdown, which ends the
-    spin (``ExternalShutdownException`` or ``KeyboardInterrupt``). A node that cannot start
-    (bad parameter, unreadable map or model) prints why and exits with status 2.
+    spin (``ExternalShutdownException`` or ``KeyboardInterrupt``). A node that cannot be built
+    (a parameter out of range or of the wrong type) prints why and exits with status 2; a lifecycle
+    node whose configure fails (unreadable map or model) stays alive, unconfigured
+    (:mod:`sdpr_loc.nodes.managed`).
     """
     import rclpy
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException

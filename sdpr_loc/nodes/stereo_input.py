@@ -53,13 +53,11 @@ class StereoPair(tuple):
 
 
 class StereoInput:
-    """Subscribes ``stereo/{left,right}/image_rect`` and ``stereo/{left,right}/camera_info`` on
-    ``node`` and calls ``submit(StereoPair)`` for each left/right pair (stamps within
-    ``sync_tol_ns``)."""
+    """Subscribes (:meth:`subscribe`) ``stereo/{left,right}/image_rect`` and
+    ``stereo/{left,right}/camera_info`` on ``node`` and calls ``submit(StereoPair)`` for each
+    left/right pair (stamps within ``sync_tol_ns``)."""
 
     def __init__(self, node, submit: Callable[[StereoPair], None], sync_tol_ns: int) -> None:
-        from sensor_msgs.msg import CameraInfo, Image
-
         self.node, self.submit, self.sync_tol_ns = node, submit, int(sync_tol_ns)
         self._images: dict[str, Any] = {"left": None, "right": None}
         self._infos: dict[str, Any] = {"left": None, "right": None}
@@ -68,7 +66,14 @@ class StereoInput:
         self._camera_key, self._info_stamp, self._pending = None, -1, None
         self.unpaired = 0
         self._last_stamp = -1
-        qos = sensor_qos()
+        self.subscriptions: list = []
+
+    def subscribe(self) -> None:
+        """Create the four subscriptions (a lifecycle node's activate; its deactivate destroys them)."""
+        from sensor_msgs.msg import CameraInfo, Image
+
+        node, qos = self.node, sensor_qos()
+        self._images, self._pending = {"left": None, "right": None}, None
         self.subscriptions = [
             node.create_subscription(Image, "stereo/left/image_rect", lambda m: self._on_image("left", m), qos),
             node.create_subscription(Image, "stereo/right/image_rect", lambda m: self._on_image("right", m), qos),
