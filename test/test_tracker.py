@@ -49,6 +49,21 @@ def test_odometry_tracks_ground_truth(drive):
     assert _angle_deg(_rel(r.T, frames[-1].pose)[:3, :3]) < 1.0
 
 
+def test_odometry_drift_is_not_a_registration_failure(drive):
+    """After a long drive the keyframe's accumulated covariance is large: the published covariance
+    says so, but integrity judges the registration itself, so odometry keeps publishing."""
+    from sdpr_loc.vision.integrity import FAIL
+
+    _, _, frames, kps = drive
+    tr = Tracker(TrackerConfig(mode="odometry"), initial_pose=frames[0].pose)
+    tr.process(kps[0], frames[0].stamp_ns)
+    tr.keyframe.cov = np.diag([1.0] * 3 + [0.01] * 3)     # ~1 m of drift behind this keyframe
+    r = tr.process(kps[1], frames[1].stamp_ns)
+    assert r.certified and r.integrity != FAIL, r.integrity_reasons
+    assert np.linalg.eigvalsh(r.covariance[:3, :3]).max() > 0.9
+    assert r.integrity_stats["position_std"] < 0.05
+
+
 def test_map_mode_localizes_a_different_drive_at_night(drive):
     room, cam, frames, _ = drive
     kmap = build_map(iter(frames), orb_keypoints, every_m=1.0, frontend="orb")

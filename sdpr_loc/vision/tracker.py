@@ -382,7 +382,8 @@ class Tracker:
         Wi = W[inliers]
         cov_kf = laplace_covariance(src[inliers], Wi, R, t) * cfg.integrity.covariance_factor   # calibrated
         Ad = adjoint_np(kf.T)
-        cov_left = kf.cov + Ad @ cov_kf @ Ad.T
+        cov_reg = Ad @ cov_kf @ Ad.T                # this registration's share
+        cov_left = kf.cov + cov_reg                 # ... plus the keyframe's (odometry: accumulated)
         G = np.eye(6)
         G[:3, 3:] = -hat_np(T_par[:3, 3])      # left twist -> (position, fixed-axis rotation)
         cov = G @ cov_left @ G.T
@@ -404,13 +405,15 @@ class Tracker:
                           method=str(cert.method[0]) if cert.method else "none", solve_ms=solve_ms,
                           extra={"cov_left": cov_left})
         e = trg[inliers] - p
-        res.integrity_stats = self._registration_stats(float(np.einsum("ni,nij,nj->", e, Wi, e)), ni, nm, cov)
+        res.integrity_stats = self._registration_stats(float(np.einsum("ni,nij,nj->", e, Wi, e)), ni, nm,
+                                                       G @ cov_reg @ G.T)
         self._tried.append(res)
         return res
 
     # ----- integrity (vision/integrity.py) -----
     def _registration_stats(self, cost: float, ni: int, nm: int, cov: np.ndarray) -> dict:
-        """Consistency, support and precision of one registration."""
+        """Consistency, support and precision of one registration (``cov``: its own share of the
+        pose covariance; odometry's accumulated drift is not a registration's imprecision)."""
         icfg = self.config.integrity
         chi2, dof, p = integ.consistency(cost, ni, self.matching.ransac_threshold, icfg.noise_scale)
         return {"chi2": chi2, "chi2_dof": dof, "chi2_p": p, "inliers": ni, "inlier_ratio": ni / max(nm, 1),
