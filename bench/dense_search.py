@@ -1,19 +1,15 @@
-"""Dense search cost per keyframe: the live frame's searches against their brute-force peers.
+"""Guided dense search cost per keyframe: per-level cosines against sampling whole descriptors.
 
 A map keyframe's ~250 keypoints are searched in a live night frame of the synthetic town (packaged
-network, CPU). Peers, measured in the same run on the same frame:
+network, CPU). Measured in the same run on the same frame:
 
-* guided (windows of --radius px around the predicted pixels): ``DenseFrame``'s per-level cosines
-  (each level's dot products at its own resolution, blended) vs sampling whole 240-number
-  descriptors at every window pixel (``KeypointNet.descriptors``, what the tracker did before);
-* exhaustive (no prior): ``DenseFrame``'s coarse-to-fine search vs the brute-force argmax over the
-  full-resolution descriptor map (``KeypointNet.dense_descriptors``); the fraction of keypoints
-  both accept with the same peak is printed too (the answer must not change).
+``DenseFrame``'s per-level cosines (each level's dot products at its own resolution, blended) vs
+sampling whole 240-number descriptors at every pixel of the windows (``KeypointNet.descriptors``,
+what the tracker did before), windows of --radius px around the predicted pixels.
 
-Each timing is the median of --repeats runs on one encoded frame whose per-frame caches (norm
-map, grid) are dropped before each run, so they count. Last
-lines: ``guided_ratio: <per-level / sampled>`` and ``exhaustive_ratio: <coarse-to-fine / brute
-force>`` (below 1: faster than the peer).
+Each timing is the median of --repeats runs on one encoded frame whose per-frame cache (the norm
+map) is dropped before each run, so it counts. Last line: ``guided_ratio: <per-level / sampled>``
+(below 1: faster than the peer).
 """
 from __future__ import annotations
 
@@ -60,7 +56,7 @@ def main() -> int:
 
     def frame() -> DenseFrame:
         """The live frame with its per-frame caches (norm map, grid) dropped: they count."""
-        for name in ("norm", "grid", "_channels_last"):
+        for name in ("norm", "_channels_last"):
             live_frame.__dict__.pop(name, None)
         return live_frame
 
@@ -81,33 +77,15 @@ def main() -> int:
         with torch.inference_mode():
             return f._correlate(desc, U, V)
 
-    def brute():
-        f = frame()
-        with torch.inference_mode():
-            corr = desc @ net.dense_descriptors(f.left)[0].reshape(-1, H * W)
-            return corr.max(-1)
-
-    def coarse_to_fine():
-        return frame().match(desc)
-
     enc = _median_ms(lambda: DenseFrame(net, live.left, live.right, live.camera, cfg), args.repeats)
-    sampled(), per_level(), brute(), coarse_to_fine()             # warm-up
+    sampled(), per_level()                                        # warm-up
     t_s, t_l = _median_ms(sampled, args.repeats), _median_ms(per_level, args.repeats)
-    t_b, t_c = _median_ms(brute, args.repeats), _median_ms(coarse_to_fine, args.repeats)
     diff = (sampled() - per_level()).abs().max().item()
-    best, arg = brute()
-    m = coarse_to_fine()
-    peak = np.stack([(arg % W).numpy(), (arg // W).numpy()], -1)
-    same = (np.abs(np.rint(m.uv) - peak).max(1) <= 1)[m.valid].mean() if m.valid.any() else float("nan")
-
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
           f"world {args.world} night frame {W}x{H}, {M} keyframe keypoints; encoder (both images) {enc:.1f} ms")
     print(f"guided, {len(o)}x{len(o)} windows: sampled descriptors {t_s:.1f} ms, per-level {t_l:.1f} ms "
           f"(max cosine difference {diff:.1e})")
-    print(f"exhaustive: brute force over the full map (argmax only) {t_b:.1f} ms, coarse to fine (complete "
-          f"match incl. stereo) {t_c:.1f} ms; accepted keypoints at the brute-force peak {100 * same:.1f} %")
     print(f"guided_ratio: {t_l / t_s:.3f}")
-    print(f"exhaustive_ratio: {t_c / t_b:.3f}")
     return 0
 
 

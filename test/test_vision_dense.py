@@ -149,9 +149,8 @@ def test_guided_search_finds_what_the_exhaustive_search_finds_inside_the_window(
     gd = live.match(kfr.descriptors, guide)
     inside = guide.inside & (np.abs(ex.uv - guide.uv).max(1) <= guide.radius - 1)
     assert (inside & ex.valid).sum() >= 30
-    # the ratio tests see different competitors (the window's pixels; the exhaustive grid's)
-    assert gd.valid[inside & ex.valid].mean() > 0.9
-    both = inside & ex.valid & gd.valid
+    assert gd.valid[inside & ex.valid].all()        # a window holds no second best the image lacks
+    both = inside & ex.valid
     assert np.abs(gd.uv[both] - ex.uv[both]).max() < 1e-3
     rel = np.linalg.norm(gd.points[both] - ex.points[both], axis=1) / ex.points[both, 2]
     assert rel.max() < 1e-4                          # float32 rounding of the same pixel
@@ -214,8 +213,8 @@ def test_matching_in_chunks_equals_matching_at_once(setup):
     live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
     _, _, desc = _valid(DenseFrame(network, frames[0].left, frames[0].right, frames[0].camera, cfg).keypoints)
     whole = live.match(desc)
-    D, h, w = live.grid.shape
-    live.MAX_CORRELATIONS = 7 * h * w      # chunks of 7 keypoints (the last one shorter)
+    H, W = fr.left.shape
+    live.MAX_CORRELATIONS = 7 * H * W      # chunks of 7 keypoints (the last one shorter)
     parts = live.match(desc)
     assert len(desc) > 7 and len(desc) % 7
     # float32 products blocked differently differ in the last bits; the 0.02 soft-argmax temperature
@@ -246,26 +245,3 @@ def test_window_cosines_equal_the_full_descriptor_map(setup):
     full = (desc @ network.dense_descriptors(live.left)[0].reshape(-1, H * W)).gather(1, V * W + U)
     np.testing.assert_allclose(live._correlate(desc, U, V).numpy(), full.numpy(), atol=2e-5)
 
-
-def test_coarse_to_fine_exhaustive_search_finds_the_full_maps_peaks(setup):
-    """The exhaustive search (every second pixel, then the exact search around the best) against
-    the brute-force argmax over the full-resolution descriptor map: the same pixel for nearly all
-    the keypoints both accept, and nearly all that the brute force accepts are accepted."""
-    network, cfg, frames = setup
-    fr = frames[2]
-    live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
-    _, _, desc = _valid(DenseFrame(network, frames[0].left, frames[0].right, frames[0].camera, cfg).keypoints)
-    H, W = live.size
-    corr = desc @ network.dense_descriptors(live.left)[0].reshape(-1, H * W)
-    best, arg = corr.max(-1)
-    peak = torch.stack([arg % W, arg // W], -1).numpy()
-    r = int(cfg.peak_radius)
-    near = (np.abs(np.arange(W)[None, :] - peak[:, :1]) <= r)[:, None, :] & \
-        (np.abs(np.arange(H)[None, :] - peak[:, 1:]) <= r)[:, :, None]
-    second = corr.masked_fill(torch.from_numpy(near.reshape(len(desc), -1)), -2.0).max(-1).values
-    brute = live._unique(best, second).numpy()
-    m = live.match(desc)
-    assert brute.sum() >= 30
-    assert m.valid[brute].mean() > 0.9, m.valid[brute].mean()
-    both = brute & m.valid
-    assert (np.abs(np.rint(m.uv[both]) - peak[both]).max(1) <= 1).mean() > 0.95

@@ -11,15 +11,15 @@ the live camera, ready for RANSAC and the certified registration.
 
 Two searches, one answer:
 
-* **exhaustive** (no pose prior: start-up, relocalization): the whole image, coarse to fine
-  (every second pixel, then the guided search around the best one);
+* **exhaustive** (no pose prior: start-up, relocalization): every pixel, from the full-resolution
+  descriptor map (240 numbers a pixel, built on first use);
 * **guided** (a pose prior): each keypoint is projected into the live image and only a window of
   ``radius`` pixels around the prediction is searched. Both searches compute the same cosine at a
   pixel, so when the exhaustive peak lies inside the window both return the same pixel and
   sub-pixel position. A peak on the window's border is not a local maximum of the window (the
   true one may lie outside): it is rejected.
 
-Neither builds the full-resolution descriptor map (240 numbers a pixel). A dense descriptor is
+The guided search never builds that map. A dense descriptor is
 the centred, normalised concatenation of the encoder levels upsampled bilinearly, and both steps
 commute with the dot product: for a centred unit keyframe descriptor ``d``,
 ``cos(p) = sum_l up_l(d_l . f_l)(p) / n(p)`` where ``d_l . f_l`` is taken at each level's own
@@ -90,20 +90,11 @@ class DenseFrame:
                                  for i in (0, 1))
         self.size = self.left.size                                       # (H, W)
 
-    GRID = 2     # exhaustive search: pixel spacing of its first, coarse pass
-    RIVALS = 4   # ... and the best grid rivals outside the peak searched exactly for the ratio test
-
     @cached_property
-    def grid(self) -> Tensor:
-        """(D, h, w) unit descriptors at every ``GRID``-th pixel (``u = GRID j``, ``v = GRID i``):
-        the exhaustive search's first pass, 1/GRID^2 of the full map's cost."""
-        H, W = self.size
-        u = torch.arange(0, W, self.GRID, device=self._dev)
-        v = torch.arange(0, H, self.GRID, device=self._dev)
-        pix = torch.stack(torch.meshgrid(u, v, indexing="xy"), -1).reshape(1, -1, 2).float()
+    def dense(self) -> Tensor:
+        """(D, H, W) unit descriptors of every pixel (exhaustive search only; ~0.2 s on 2 CPU cores)."""
         with torch.inference_mode():
-            d = self.network.descriptors(self.left, pix)[0]                                 # (h w, D)
-        return d.T.reshape(-1, len(v), len(u)).contiguous()
+            return self.network.dense_descriptors(self.left)[0]
 
     @cached_property
     def norm(self) -> Tensor:
@@ -185,41 +176,30 @@ class DenseFrame:
     MAX_CORRELATIONS = 1 << 24  # correlation entries held at once by the exhaustive search
 
     def _exhaustive(self, descriptors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(uv (M, 2), best cosine (M,), unique (M,)) over the whole image, coarse to fine: the best
-        pixel of the :attr:`grid` (every ``GRID``-th pixel), then the exact windowed search around
-        it; the ratio test's second best is the best of the grid outside the peak's neighbourhood,
-        and of exact searches around its ``RIVALS`` best pixels there.
-        In chunks of descriptors, so large images (KITTI: 1242 x 375) keep the correlation matrix
+        """(uv (M, 2), best cosine (M,), unique (M,)) over every pixel of the :attr:`dense` map, in
+        chunks of descriptors so large images (KITTI: 1242 x 375) keep the correlation matrix
         bounded."""
-        D, h, w = self.grid.shape
-        n = max(1, self.MAX_CORRELATIONS // (h * w))
+        D, H, W = self.dense.shape
+        n = max(1, self.MAX_CORRELATIONS // (H * W))
         if descriptors.shape[0] > n:
             parts = [self._exhaustive(descriptors[k:k + n]) for k in range(0, descriptors.shape[0], n)]
             return tuple(torch.cat(x) for x in zip(*parts))
-        M, G, r = descriptors.shape[0], self.GRID, int(self.config.peak_radius)
-        dev = self._dev
+        M = descriptors.shape[0]
+        cfg, dev = self.config, self._dev
         with torch.inference_mode():
-            corr = descriptors.to(dev, self.grid.dtype) @ self.grid.reshape(D, h * w)      # (M, hw)
-            arg = corr.argmax(-1)
-            coarse = torch.stack([arg % w, torch.div(arg, w, rounding_mode="floor")], -1) * G
-            uv, best, unique = self._windowed(descriptors, coarse.cpu().numpy(), np.full(M, G + 1))
-            pu, pv = torch.round(uv.to(dev)).long().unbind(-1)                                # the peak
-            # second best: the best pixel outside the peak's (2 r + 1)^2 neighbourhood; on the grid,
-            # then exactly around the best few grid rivals (the grid misses their own peaks)
-            gu, gv = torch.arange(w, device=dev) * G, torch.arange(h, device=dev) * G
-            near = ((gu[None, None, :] - pu[:, None, None]).abs() <= r) & \
-                ((gv[None, :, None] - pv[:, None, None]).abs() <= r)
-            second, top = corr.masked_fill(near.reshape(M, -1), -2.0).topk(self.RIVALS, dim=-1)
-            o = torch.arange(1 - G, G, device=dev)
-            k, ko = self.RIVALS, len(o)                # one row per rival: a small window each
-            U = ((top % w) * G)[:, :, None, None] + o[None, None, None, :]
-            V = (torch.div(top, w, rounding_mode="floor") * G)[:, :, None, None] + o[None, None, :, None]
-            U = U.expand(-1, -1, ko, -1).reshape(M * k, -1).clamp(0, self.size[1] - 1)
-            V = V.expand(-1, -1, -1, ko).reshape(M * k, -1).clamp(0, self.size[0] - 1)
-            exact = self._correlate(descriptors.to(dev, torch.float32).repeat_interleave(k, 0), U, V).reshape(M, -1)
-            near = ((U.reshape(M, -1) - pu[:, None]).abs() <= r) & ((V.reshape(M, -1) - pv[:, None]).abs() <= r)
-            second = torch.maximum(second[:, 0], exact.masked_fill(near, -2.0).max(-1).values)
-        return uv, best, unique & self._unique(best, second.to(best.device))
+            corr = descriptors.to(dev, self.dense.dtype) @ self.dense.reshape(D, H * W)      # (M, HW)
+            best, arg = corr.max(-1)
+            bu, bv = arg % W, torch.div(arg, W, rounding_mode="floor")
+            # second best: the best pixel outside the peak's (2 radius + 1)^2 neighbourhood
+            r = torch.arange(-int(cfg.peak_radius), int(cfg.peak_radius) + 1, device=dev)
+            nu = (bu[:, None, None] + r[None, None, :]).clamp(0, W - 1)
+            nv = (bv[:, None, None] + r[None, :, None]).clamp(0, H - 1)
+            second = corr.scatter(1, (nv * W + nu).reshape(M, -1), -2.0).max(-1).values
+            w = torch.arange(-int(cfg.subpixel_window), int(cfg.subpixel_window) + 1, device=dev)
+            U = (bu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
+            V = (bv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
+            uv = self._subpixel(corr.gather(1, (V * W + U).reshape(M, -1)), U, V)
+        return uv, best, self._unique(best, second)
 
     def _windowed(self, descriptors: Tensor, uv_pred: np.ndarray, radius: np.ndarray
                   ) -> tuple[Tensor, Tensor, Tensor]:

@@ -17,7 +17,7 @@ covariance that grows with the time since the last trusted pose (``prior_sigma_m
 ``prior_sigma_dps``), or an initial pose with its covariance (:meth:`Tracker.set_pose`). With a
 prior, dense frames search each keypoint only in a window around its predicted pixel, sized from
 the prior's covariance (guided); without one (start-up, no velocity yet, lost) they search the
-whole image (exhaustive, coarse to fine); a frame whose guided search gives no trusted pose is
+whole image (exhaustive); a frame whose guided search gives no trusted pose is
 searched exhaustively once more.
 
 Registration: RANSAC with Mahalanobis gating, a certified refit
