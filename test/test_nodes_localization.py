@@ -130,14 +130,14 @@ def test_initial_pose_replaces_relocalization(drives):
             send_pose.publish(msg)
             time.sleep(0.5)
 
-        initial("odom", night[8], 0.1)            # wrong frame: ignored, the tracker relocalizes
+        initial("odom", night[6], 0.1)            # wrong frame: ignored, the tracker relocalizes
         node.tracker.reset()
-        assert _send(pub, out, night[8])["search"] == "exhaustive"
+        assert _send(pub, out, night[6])["search"] == "exhaustive"
         node.tracker.reset()
-        initial("map", night[10], 0.1)
-        c = _send(pub, out, night[10])
-        assert c["search"] == "guided" and c["certified"] == "true", c
-        t, r = _error(out, night[10])
+        initial("map", night[8], 0.1)
+        c = _send(pub, out, night[8])
+        assert c["search"] == "guided" and c["certified"] == "true" and c["published"] == "true", c
+        t, r = _error(out, night[8])
         assert t < 0.25 and r < 2.0, (t, r)
     finally:
         _close(rig)
