@@ -39,8 +39,8 @@ from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig, TrackResult
 NAME = "localization_node"
 __all__ = ["LocalizationNode", "main"]
 _TRACKER_KEYS = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_angle", "max_lost",
-                 "map_candidates", "prior_sigma_mps", "prior_sigma_dps", "search_sigmas", "search_min_px",
-                 "search_max_px")
+                 "map_candidates", "enough_inliers", "prior_sigma_mps", "prior_sigma_dps", "search_sigmas",
+                 "search_min_px", "search_max_px")
 
 
 class LocalizationNode(ManagedNode):

@@ -88,6 +88,8 @@ _TRACKING = (  # the Tracker's settings, shared by the nodes that localize
     Spec("max_lost", "frames without a pose before odometry re-seeds / map mode relocalizes",
          range=(0, 100000)),
     Spec("map_candidates", "map mode: keyframes tried per frame", range=(1, 1000)),
+    Spec("enough_inliers", "map mode: a trusted candidate keyframe with this many inliers ends the search",
+         range=(3, 100000)),
     Spec("max_path_length", "poses kept in the published path", range=(1, 10_000_000)),
     Spec("torch_threads", "torch CPU threads (0 = torch's default)", range=(0, 256), read_only=True),
     Spec("seed", "RANSAC sampling seed", range=(0, 2**31 - 1), read_only=True),

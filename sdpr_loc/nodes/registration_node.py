@@ -34,7 +34,7 @@ from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackerConfig, TrackRe
 NAME = "registration_node"
 __all__ = ["RegistrationNode", "main"]
 _TRACKER_KEYS = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_angle", "max_lost",
-                 "map_candidates")
+                 "map_candidates", "enough_inliers")
 
 
 class RegistrationNode(ManagedNode):

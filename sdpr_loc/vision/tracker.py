@@ -65,6 +65,7 @@ class TrackerConfig:
     keyframe_angle: float = 10.0        # deg
     max_lost: int = 5                   # frames without a pose before re-seeding / relocalizing
     map_candidates: int = 3             # map: keyframes tried per frame
+    enough_inliers: int = 30            # map: a trusted candidate with this many inliers ends the search
     exhaustive: bool = False            # map: try every candidate keyframe, keep the most inliers
                                         # (offline evaluation); False stops at the first good one
     registration: str = "certified"     # "certified"; baselines (never certified): "svd" (Horn),
@@ -84,8 +85,8 @@ class TrackerConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.registration not in ("certified", "svd", "local"):
             raise ValueError(f"registration must be 'certified', 'svd' or 'local', got {self.registration!r}")
-        if self.min_inliers < 3 or self.min_matches < self.min_inliers:
-            raise ValueError("need 3 <= min_inliers <= min_matches")
+        if self.min_inliers < 3 or self.min_matches < self.min_inliers or self.enough_inliers < self.min_inliers:
+            raise ValueError("need 3 <= min_inliers <= min_matches and min_inliers <= enough_inliers")
         if not 1 <= self.search_min_px <= self.search_max_px:
             raise ValueError(f"need 1 <= search_min_px <= search_max_px, got {self.search_min_px}, "
                              f"{self.search_max_px}")
@@ -317,7 +318,7 @@ class Tracker:
             res = self._register(frame, kf, self._prior(pred, kf), stamp_ns)
             if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
                 best = res
-            if res.trusted and res.inliers >= 3 * cfg.min_inliers and not cfg.exhaustive:
+            if res.trusted and res.inliers >= cfg.enough_inliers and not cfg.exhaustive:
                 break
         return best
 
