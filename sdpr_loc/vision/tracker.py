@@ -65,7 +65,7 @@ class TrackerConfig:
     keyframe_angle: float = 10.0        # deg
     max_lost: int = 5                   # frames without a pose before re-seeding / relocalizing
     map_candidates: int = 3             # map: keyframes tried per frame
-    enough_inliers: int = 30            # map: a trusted candidate with this many inliers ends the search
+    enough_inliers: int = 45            # map: a trusted candidate with this many inliers ends the search
     exhaustive: bool = False            # map: try every candidate keyframe, keep the most inliers
                                         # (offline evaluation); False stops at the first good one
     registration: str = "certified"     # "certified"; baselines (never certified): "svd" (Horn),
