@@ -254,3 +254,26 @@ def test_runs_on_cuda():
     assert x.device.type == "cuda" and cert.certified.all()
     x.sum().backward()
     assert Q.grad.device.type == "cuda" and torch.isfinite(Q.grad).all()
+
+
+def test_family_search_matches_a_second_solver():
+    """The exact multiplier-family search (Clarabel called directly) against the same SDP written
+    in cvxpy: the same optimal smallest eigenvalue, and its w attains it."""
+    import cvxpy as cp
+
+    from sdpr_loc.certify.psd_multipliers import max_min_eigenvalue
+
+    rng = np.random.default_rng(0)
+    for d, K in ((4, 2), (12, 6), (12, 20)):
+        B = rng.standard_normal((d, d))
+        H = B @ B.T / d - 0.5 * np.eye(d)
+        M = rng.standard_normal((K, d, d))
+        M = 0.5 * (M + M.transpose(0, 2, 1))
+        w, t = max_min_eigenvalue(H, M)
+        wv, tv = cp.Variable(K), cp.Variable()
+        prob = cp.Problem(cp.Maximize(tv), [H + sum(wv[k] * M[k] for k in range(K)) - tv * np.eye(d) >> 0,
+                                            cp.norm(wv, "inf") <= 1e4])
+        prob.solve(solver="SCS", eps=1e-9, max_iters=200000)
+        assert abs(t - tv.value) < 1e-4 * max(1.0, abs(tv.value)), (d, K, t, tv.value)
+        lam = np.linalg.eigvalsh(H + np.einsum("k,kij->ij", w, M)).min()
+        assert abs(lam - t) < 1e-6 * max(1.0, abs(t))

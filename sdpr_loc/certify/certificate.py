@@ -158,7 +158,8 @@ def _multiplier_family(G: Tensor) -> Tensor:
 
 
 def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tensor, tol: float = 0.0,
-                       iters: int = 60, beta: float = 200.0, exact_below: float = 1e-3) -> Tensor:
+                       iters: int = 60, beta: float = 200.0, exact_below: float = 1e-3,
+                       exact_batch: int = 4) -> Tensor:
     """Search the multiplier family lam + basis @ w for a PSD H (maximise a soft minimum eigenvalue).
 
     Every member satisfies H x = 0, so only the eigenvalues on the complement of x matter. The soft
@@ -166,7 +167,10 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
     for the small families that redundant constraints create. Items stop once the smallest eigenvalue
     off x is >= 2 tol (certify needs that margin), and only the items still searching are computed.
     Items left with a smallest eigenvalue in (-exact_below, 2 tol) get the exact search
-    (:func:`~sdpr_loc.certify.psd_multipliers.best_family_member`).
+    (:func:`~sdpr_loc.certify.psd_multipliers.best_family_member`). Batches of at most
+    ``exact_batch`` items (a tracker's one registration) go to the exact search directly: at ~3-5 ms
+    an item it is faster than the first-order search (12 ms on average, up to ~50 ms, measured on
+    the night demo drive) and never worse.
     """
     B, m, K = basis.shape
     if K == 0 or not bool((basis.abs().sum((-1, -2)) > 0).any()):
@@ -193,7 +197,8 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
     w = torch.zeros(B, K, dtype=x.dtype, device=x.device)
     f, ev, V = objective(w, everyone)
     step = torch.ones(B, dtype=x.dtype, device=x.device)
-    for _ in range(iters):
+    exact_only = B <= exact_batch
+    for _ in range(0 if exact_only else iters):
         act = (ev[:, 0] < 2 * tol).nonzero().flatten()  # certify also needs a margin >= tol
         if not len(act):
             break
@@ -213,7 +218,8 @@ def refine_multipliers(Q: Tensor, A: Tensor, x: Tensor, lam: Tensor, basis: Tens
                 break
     # near misses (small negative eigenvalues: a badly scaled problem, not a wrong minimum) get the
     # exact search; gross failures (e.g. a rotation flipped by 180 degrees) are left as they are
-    for i in ((ev[:, 0] < 2 * tol) & (ev[:, 0] > -exact_below)).nonzero().flatten().tolist():
+    near = ev[:, 0] < 2 * tol if exact_only else (ev[:, 0] < 2 * tol) & (ev[:, 0] > -exact_below)
+    for i in near.nonzero().flatten().tolist():
         w_i, t_i = best_family_member(H0[i], M[i], x[i])
         if t_i > float(ev[i, 0]):
             w[i] = w_i
