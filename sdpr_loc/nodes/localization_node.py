@@ -28,25 +28,25 @@ from typing import Any
 
 import numpy as np
 
-from .managed import ManagedNode
+from .managed import TrackingNode
 from .pose_output import PoseOutputs, camera_pose, parse_extrinsic
 from .runtime import load_map, run, torch_threads
 from .stereo_input import FrameError, StereoInput, warm_up_pair
 from sdpr_loc.data.messages import pose_to_matrix
 from sdpr_loc.vision.integrity import body_covariance, publishable
-from sdpr_loc.vision.tracker import ERROR, Tracker, TrackerConfig, TrackResult
+from sdpr_loc.vision.tracker import ERROR, Tracker, TrackResult
 
 NAME = "localization_node"
 __all__ = ["LocalizationNode", "main"]
-_TRACKER_KEYS = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_angle", "max_lost",
-                 "map_candidates", "enough_inliers", "prior_sigma_mps", "prior_sigma_dps", "search_sigmas",
-                 "search_min_px", "search_max_px")
 
 
-class LocalizationNode(ManagedNode):
+class LocalizationNode(TrackingNode):
     """Learned (or ORB) certified localization of stereo images; see the module docstring. A
     lifecycle node (:mod:`sdpr_loc.nodes.managed`): configure loads the model and the map,
     activate subscribes, cleanup releases them (teach: writing the map first)."""
+
+    TRACKER_KEYS = TrackingNode.TRACKER_KEYS + ("prior_sigma_mps", "prior_sigma_dps", "search_sigmas",
+                                                "search_min_px", "search_max_px")
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NAME, "localization", certifies=True, **node_kwargs)
@@ -65,7 +65,7 @@ class LocalizationNode(ManagedNode):
         self.make_frame, cfg, what = make_frames(p["frontend"], matching, p["model_path"], p["device"],
                                                  max_disparity=int(p["max_disparity"]), sigma_px=float(p["sigma_px"]))
         self.frontend = what
-        self.tracker = Tracker(self._tracker_config(p), keyframe_map, matching=cfg, record=p["mode"] == "teach")
+        self.tracker = Tracker(self.tracker_config(p), keyframe_map, matching=cfg, record=p["mode"] == "teach")
         self.parent = p["map_frame"] if p["mode"] == "map" else p["odom_frame"]
         self.publish_uncertified = bool(p["publish_uncertified"])
         self.out = PoseOutputs(self, self.parent, p["base_frame"], T_cam_base, int(p["max_path_length"]))
@@ -99,26 +99,11 @@ class LocalizationNode(ManagedNode):
         return self.input.unpaired if self.input is not None else 0
 
     # ----- parameters -----
-    @staticmethod
-    def _tracker_config(p: dict) -> TrackerConfig:
-        kw = {k: p[k] for k in _TRACKER_KEYS}
-        mode = "odometry" if p["mode"] == "teach" else p["mode"]
-        return TrackerConfig(mode=mode, seed=int(p["seed"]), **kw)
-
     def params_changed(self, changes: dict) -> str:
-        merged = {**self.p, **changes}
-        try:
-            cfg = self._tracker_config(merged)
-        except ValueError as err:
-            return str(err)
-        self.publish_uncertified = bool(merged["publish_uncertified"])
-        if self.tracker is not None:
-            self.tracker.config = cfg
-        if "sync_tolerance_ms" in changes and self.input is not None:
-            self.input.sync_tol_ns = int(merged["sync_tolerance_ms"] * 1e6)
-        if "max_path_length" in changes and self.out is not None:
-            self.out.set_path_length(int(merged["max_path_length"]))
-        return ""
+        why = super().params_changed(changes)
+        if not why and "sync_tolerance_ms" in changes and self.input is not None:
+            self.input.sync_tol_ns = int(changes["sync_tolerance_ms"] * 1e6)
+        return why
 
     def _warm_up(self) -> None:
         """One throw-away frame at start (library and network initialisation, and for guided

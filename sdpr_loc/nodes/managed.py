@@ -43,6 +43,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from sdpr_loc.vision.integrity import PASS
+from sdpr_loc.vision.tracker import TrackerConfig
 
 from . import convert
 from .params import declare
@@ -310,3 +311,30 @@ class ManagedNode(LifecycleNode):
                                     hardware_id=self.hardware_id)
         self.pub_diag.publish(DiagnosticArray(header=convert.header(self.get_clock().now().nanoseconds, ""),
                                               status=[status]))
+
+
+class TrackingNode(ManagedNode):
+    """A ManagedNode that localizes with a Tracker and publishes through PoseOutputs (the
+    localization and registration nodes): a parameter change retunes both, or is vetoed with the
+    Tracker's own reason. ``TRACKER_KEYS``: the TrackerConfig fields that are node parameters."""
+
+    TRACKER_KEYS: tuple[str, ...] = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_angle",
+                                     "max_lost", "map_candidates", "enough_inliers")
+    tracker = out = None
+
+    def tracker_config(self, p: dict) -> TrackerConfig:
+        mode = "odometry" if p["mode"] == "teach" else p["mode"]
+        return TrackerConfig(mode=mode, seed=int(p["seed"]), **{k: p[k] for k in self.TRACKER_KEYS})
+
+    def params_changed(self, changes: dict) -> str:
+        merged = {**self.p, **changes}
+        try:
+            cfg = self.tracker_config(merged)
+        except ValueError as err:
+            return str(err)
+        self.publish_uncertified = bool(merged["publish_uncertified"])
+        if self.tracker is not None:
+            self.tracker.config = cfg
+        if "max_path_length" in changes and self.out is not None:
+            self.out.set_path_length(int(merged["max_path_length"]))
+        return ""

@@ -25,19 +25,17 @@ from sensor_msgs.msg import PointCloud2
 from sdpr_loc.data.messages import stamp_to_ns
 
 from . import pointcloud
-from .managed import ManagedNode
+from .managed import TrackingNode
 from .pose_output import PoseOutputs
 from .runtime import load_map, run, torch_threads
 from sdpr_loc.vision.integrity import publishable
-from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackerConfig, TrackResult
+from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackResult
 
 NAME = "registration_node"
 __all__ = ["RegistrationNode", "main"]
-_TRACKER_KEYS = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_angle", "max_lost",
-                 "map_candidates", "enough_inliers")
 
 
-class RegistrationNode(ManagedNode):
+class RegistrationNode(TrackingNode):
     """Certified localization of keypoint clouds (``odometry`` or ``map`` mode); a lifecycle node
     (:mod:`sdpr_loc.nodes.managed`): configure loads the map, activate subscribes."""
 
@@ -49,7 +47,7 @@ class RegistrationNode(ManagedNode):
     def configure(self, p: dict) -> None:
         torch_threads(p["torch_threads"])
         keyframe_map = load_map(self, p)
-        self.tracker = Tracker(self._tracker_config(p), keyframe_map)
+        self.tracker = Tracker(self.tracker_config(p), keyframe_map)
         self.parent = p["map_frame"] if p["mode"] == "map" else p["odom_frame"]
         self.publish_uncertified = bool(p["publish_uncertified"])
         self._last_stamp = -1
@@ -62,25 +60,6 @@ class RegistrationNode(ManagedNode):
 
     def release(self) -> None:
         self.tracker = self.out = None
-
-    # ----- parameters -----
-    @staticmethod
-    def _tracker_config(p: dict) -> TrackerConfig:
-        kw = {k: p[k] for k in _TRACKER_KEYS}
-        return TrackerConfig(mode=p["mode"], seed=int(p["seed"]), **kw)
-
-    def params_changed(self, changes: dict) -> str:
-        merged = {**self.p, **changes}
-        try:
-            cfg = self._tracker_config(merged)
-        except ValueError as err:
-            return str(err)
-        self.publish_uncertified = bool(merged["publish_uncertified"])
-        if self.tracker is not None:
-            self.tracker.config = cfg
-        if "max_path_length" in changes and self.out is not None:
-            self.out.set_path_length(int(merged["max_path_length"]))
-        return ""
 
     # ----- worker -----
     def _process(self, msg: PointCloud2) -> None:

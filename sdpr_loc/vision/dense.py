@@ -119,7 +119,8 @@ class DenseFrame:
                 y0, y1, b = _cells(torch.arange(H, device=self._dev), s, h)
                 a, b = (1 - b)[:, None], b[:, None]
                 sq += a * a * q[y0] + 2 * a * b * r[y0] + b * b * q[y1]
-                total += (1 - b) * f.sum(0)[y0] + b * f.sum(0)[y1]
+                c = f.sum(0)                                                        # (h, W)
+                total += (1 - b) * c[y0] + b * c[y1]
         D = sum(f.shape[1] for f in self.left.features)
         return torch.sqrt((sq - total * total / D).clamp_min(1e-24))
 

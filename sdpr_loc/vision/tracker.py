@@ -248,13 +248,14 @@ class Tracker:
                    if restart else "first keyframe: it defines the odometry origin")
             return TrackResult(stamp_ns=stamp_ns, level=WARN if restart else OK, reason=why,
                                keypoints=len(kf.points), new_keyframe=True)
-        prior = self._prior(self._predict(stamp_ns), self.keyframe)
+        pred = self._predict(stamp_ns)
+        prior = self._prior(pred, self.keyframe)
         res = self._register(frame, self.keyframe, prior, stamp_ns)
         if prior is not None and not res.trusted and not isinstance(frame, KeypointFrame):
             self.lost -= 1                     # the guided try does not count: search everywhere
             res = self._register(frame, self.keyframe, None, stamp_ns)
         cov_left = res.extra.pop("cov_left", None)
-        self._check_integrity(res, stamp_ns)
+        self._check_integrity(res, stamp_ns, pred)
         if res.T is None or not res.trusted:
             return res
         self._trusted_pose(res.T, stamp_ns)
@@ -301,7 +302,7 @@ class Tracker:
         self.lost = lost                       # one frame, however many candidates failed
         if best is None:
             return self._fail(stamp_ns, ERROR, "no candidate keyframe (no place signature fits)", 0)
-        self._check_integrity(best, stamp_ns)
+        self._check_integrity(best, stamp_ns, pred)
         if best.T is not None and best.trusted:
             self._trusted_pose(best.T, stamp_ns)
         else:
@@ -420,7 +421,7 @@ class Tracker:
         return {"chi2": chi2, "chi2_dof": dof, "chi2_p": p, "inliers": ni, "inlier_ratio": ni / max(nm, 1),
                 "position_std": float(np.sqrt(max(np.linalg.eigvalsh(cov[:3, :3])[-1], 0.0)))}
 
-    def _check_integrity(self, res: TrackResult, stamp_ns: int) -> None:
+    def _check_integrity(self, res: TrackResult, stamp_ns: int, pred) -> None:
         """The frame's verdict: the registration's statistics, plus innovation against the motion
         prediction and agreement with the other candidate registrations of this frame."""
         tried, self._tried = [r for r in self._tried if r.stamp_ns == stamp_ns and r is not res], []
@@ -429,7 +430,6 @@ class Tracker:
             return
         s = res.integrity_stats
         Sb = integ.body_covariance(res.covariance, res.T)
-        pred = self._predict(stamp_ns)
         if pred is not None and pred[1] is not None and self.velocity is not None:   # a velocity behind it
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], pred[1], res.T, Sb)
         others = [r for r in tried if r.T is not None and r.trusted]
