@@ -214,3 +214,23 @@ def test_laplace_covariance_is_the_inverse_hessian_by_finite_differences():
             H[i, j] = (half_cost(d[0]) - half_cost(d[1]) - half_cost(d[2]) + half_cost(d[3])) / (4 * h * h)
     cov = laplace_covariance(src, W, T[:3, :3], T[:3, 3])
     np.testing.assert_allclose(cov @ H, np.eye(6), atol=1e-5)
+
+
+def test_fused_points_are_the_information_weighted_mean():
+    """Equal isotropic covariances: the midpoint; in general, the zero of the fused cost's gradient
+    A (z - trg) + B (z - R src - t) = 0 with B = (R S_src R^T)^-1."""
+    from sdpr_loc.geometry.registration import fused_points
+    from sdpr_loc.geometry.se3 import se3_exp_np
+
+    rng = np.random.default_rng(2)
+    T = se3_exp_np(np.r_[0.3, -0.1, 0.5, 0.2, -0.1, 0.3])
+    R, t = T[:3, :3], T[:3, 3]
+    src, trg = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    I = np.tile(np.eye(3) * 0.04, (6, 1, 1))
+    np.testing.assert_allclose(fused_points(src, I, trg, I, R, t), 0.5 * (trg + src @ R.T + t), atol=1e-12)
+    M = rng.normal(size=(6, 3, 3))
+    S_src, S_trg = M @ M.transpose(0, 2, 1) + 0.1 * np.eye(3), M.transpose(0, 2, 1) @ M + 0.2 * np.eye(3)
+    z = fused_points(src, S_src, trg, S_trg, R, t)
+    grad = (np.einsum("nij,nj->ni", np.linalg.inv(S_trg), z - trg)
+            + np.einsum("nij,nj->ni", np.linalg.inv(R @ S_src @ R.T), z - src @ R.T - t))
+    np.testing.assert_allclose(grad, 0.0, atol=1e-10)

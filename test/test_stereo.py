@@ -2,6 +2,8 @@
 covariance against Monte-Carlo sampling of pixel noise (the independent reference)."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -155,3 +157,45 @@ def test_shape_and_sigma_errors(cam):
             cam.inverse_covariance(uvd, bad)
     with pytest.raises(ValueError, match="sigma_px"):
         cam.point_covariance(uvd, torch.ones(5, dtype=F64))
+
+
+def test_camera_is_recovered_from_its_triangulated_points(cam):
+    """Keypoints carry no camera: the one that triangulated them is fitted back exactly, and
+    points it did not triangulate are refused."""
+    from sdpr_loc.geometry.stereo import StereoCamera
+
+    g = torch.Generator().manual_seed(3)
+    uvd = torch.stack([torch.rand(40, generator=g, dtype=torch.float64) * 600,
+                       torch.rand(40, generator=g, dtype=torch.float64) * 400,
+                       torch.rand(40, generator=g, dtype=torch.float64) * 30 + 1], -1)
+    P, _ = cam.triangulate(uvd)
+    fit = StereoCamera.from_triangulation(uvd.numpy(), P.numpy())
+    for name in ("fx", "fy", "cx", "cy", "baseline"):
+        assert getattr(fit, name) == pytest.approx(getattr(cam, name), rel=1e-9, abs=1e-9), name
+    with pytest.raises(ValueError, match="3 triangulated"):
+        StereoCamera.from_triangulation(uvd[:2].numpy(), P[:2].numpy())
+    with pytest.raises(ValueError, match="pinhole"):
+        StereoCamera.from_triangulation(uvd.numpy(), P.numpy() + np.r_[0.1, 0, 0] * (np.arange(40) % 2)[:, None])
+    with pytest.raises(ValueError, match="spread"):
+        StereoCamera.from_triangulation(np.tile(uvd[:1].numpy(), (5, 1)), np.tile(P[:1].numpy(), (5, 1)))
+
+
+def test_covariance_at_another_point_keeps_each_items_pixel_noise(cam):
+    """covariance_at(measured -> at) equals the camera's covariance at ``at`` with each item's own
+    sigma (read off its covariance at the measured point); unseen points keep theirs."""
+    from sdpr_loc.geometry.stereo import covariance_at
+
+    g = torch.Generator().manual_seed(5)
+    uvd = torch.stack([torch.rand(20, generator=g, dtype=torch.float64) * 600,
+                       torch.rand(20, generator=g, dtype=torch.float64) * 400,
+                       torch.rand(20, generator=g, dtype=torch.float64) * 30 + 2], -1)
+    sigma = torch.rand(20, generator=g, dtype=torch.float64) + 0.3
+    P, _ = cam.triangulate(uvd)
+    S = cam.point_covariance(uvd, sigma).numpy()
+    at = P.numpy() * 1.3 + 0.2
+    want = cam.point_covariance(cam.project(torch.from_numpy(at)), sigma).numpy()
+    np.testing.assert_allclose(covariance_at(cam, P.numpy(), S, at), want, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(covariance_at(cam, P.numpy(), S, P.numpy()), S, rtol=1e-9, atol=1e-15)
+    behind = at.copy()
+    behind[0, 2] = -1.0
+    np.testing.assert_array_equal(covariance_at(cam, P.numpy(), S, behind)[0], S[0])

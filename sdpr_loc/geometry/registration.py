@@ -154,6 +154,17 @@ def laplace_covariance(src: np.ndarray, inv_cov: np.ndarray, R: np.ndarray, t: n
     return np.linalg.pinv(info, hermitian=True)
 
 
+def fused_points(src: np.ndarray, S_src: np.ndarray, trg: np.ndarray, S_trg: np.ndarray, R: np.ndarray,
+                 t: np.ndarray) -> np.ndarray:
+    """Best estimates ``(N, 3)`` of matched points in the target frame, given the pose: the
+    information-weighted mean of ``trg`` and ``R src + t`` (covariances ``S_trg`` and
+    ``R S_src R^T``). Numpy float64."""
+    A = np.linalg.inv(S_trg)
+    B = np.linalg.inv(R @ S_src @ R.T)
+    rhs = np.einsum("nij,nj->ni", A, trg) + np.einsum("nij,nj->ni", B, src @ R.T + t)
+    return np.linalg.solve(A + B, rhs[..., None])[..., 0]
+
+
 def x_from_pose(R: Tensor, t: Tensor) -> Tensor:
     return torch.cat([R.new_ones(R.shape[0], 1), R.transpose(1, 2).reshape(-1, 9), t], 1)
 

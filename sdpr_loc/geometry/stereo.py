@@ -24,7 +24,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["StereoCamera", "InvalidReason", "DEFAULT_MIN_DISPARITY", "stereo_points"]
+__all__ = ["StereoCamera", "InvalidReason", "DEFAULT_MIN_DISPARITY", "stereo_points", "covariance_at"]
 
 # Half a pixel: below it a typical matching error (~0.5 px per image) can flip the sign of the
 # disparity, so the depth is not even first-order Gaussian. Far points above it still constrain
@@ -103,6 +103,35 @@ class StereoCamera:
                 if isinstance(val, bool) or int(val) != val or val <= 0:
                     raise ValueError(f"{name} must be a positive integer or None, got {val!r}")
                 object.__setattr__(self, name, int(val))
+
+    @classmethod
+    def from_triangulation(cls, uvd: np.ndarray, points: np.ndarray, tol_px: float = 0.01) -> "StereoCamera":
+        """The camera that triangulated ``points (N, 3)`` from ``uvd (N, 3)`` (keypoints carry
+        no camera; a map's keyframes need one to re-evaluate their covariances).
+
+        ``u = fx x/z + cx`` and ``v = fy y/z + cy`` are fitted by least squares, and
+        ``fx B = z d``. Raises ValueError when the points do not determine it (fewer than 3,
+        no spread) or were not triangulated by one pinhole stereo pair.
+        """
+        uvd, P = np.asarray(uvd, dtype=np.float64), np.asarray(points, dtype=np.float64)
+        ok = np.isfinite(uvd).all(1) & np.isfinite(P).all(1) & (P[:, 2] > 0) & (uvd[:, 2] > 0)
+        uvd, P = uvd[ok], P[ok]
+        if len(P) < 3:
+            raise ValueError(f"need 3 triangulated points to recover the camera, got {len(P)}")
+        fit = []
+        for k in (0, 1):
+            A = np.stack([P[:, k] / P[:, 2], np.ones(len(P))], 1)
+            (f, c), *_ = np.linalg.lstsq(A, uvd[:, k], rcond=None)
+            if not (np.ptp(A[:, 0]) > 1e-6 and f > 0):
+                raise ValueError("the points do not determine the focal length (no spread in the image)")
+            if np.max(np.abs(A @ (f, c) - uvd[:, k])) > tol_px:
+                raise ValueError("the points were not triangulated by one pinhole camera")
+            fit += [f, c]
+        fxB = P[:, 2] * uvd[:, 2]
+        if np.ptp(fxB) > 1e-3 * np.median(fxB):
+            raise ValueError("the points were not triangulated with one baseline")
+        fx, cx, fy, cy = fit
+        return cls(fx=fx, fy=fy, cx=cx, cy=cy, baseline=float(np.median(fxB)) / fx)
 
     def intrinsics(self, dtype: torch.dtype = torch.float64,
                    device: torch.device | str | None = None) -> Tensor:
@@ -314,3 +343,25 @@ def stereo_points(pixels: Tensor, intrinsics: Tensor,
     sigma = sigma.expand(d.shape)
     points = _points_from_uvd(u, v, d, fx, fy, cx, cy, B)
     return points, _inverse_covariance(u, v, d, sigma, fx, fy, cx, cy, B)
+
+
+def covariance_at(camera: StereoCamera, measured: np.ndarray, cov: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Stereo covariances ``(N, 3, 3)`` of points seen at ``at (N, 3)`` instead of where they were
+    measured (``measured (N, 3)``, with covariances ``cov``): each item keeps its own pixel noise,
+    read off ``cov``. Evaluated at a noisy measurement, the covariance is smaller for a point
+    measured too close and larger for one measured too far, which biases a weighted fit; at a
+    better estimate of the point it is not. Items whose ``at`` cannot be seen by the camera keep
+    ``cov``. Numpy float64.
+    """
+    def unit(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        uvd = camera.project(torch.from_numpy(np.ascontiguousarray(P, dtype=np.float64)))
+        valid = camera.invalid_codes(uvd) == 0
+        return camera.point_covariance(uvd, 1.0).numpy(), valid.numpy()
+
+    c0, ok0 = unit(measured)
+    c1, ok1 = unit(at)
+    tr0 = np.trace(c0, axis1=1, axis2=2)
+    ok = ok0 & ok1 & (tr0 > 0)
+    out = np.array(cov, dtype=np.float64, copy=True)
+    out[ok] = c1[ok] * (np.trace(cov[ok], axis1=1, axis2=2) / tr0[ok])[:, None, None]
+    return out

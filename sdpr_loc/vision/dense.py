@@ -150,7 +150,7 @@ class DenseFrame:
         dm = self.match(kf.descriptors, guide)
         ok = dm.valid & np.isfinite(dm.points).all(1) & (dm.points[:, 2] > 0)
         S, m = covariances(dm.inv_cov, ok)
-        return Correspondences(dm.points[m], S[m], np.flatnonzero(m), len(kf.points))
+        return Correspondences(dm.points[m], S[m], np.flatnonzero(m), len(kf.points), self.camera)
 
     def match(self, descriptors: Tensor, guide: Guide | None = None) -> DenseMatches:
         """Live correspondences of keyframe keypoints with unit ``descriptors (M, D)``: exhaustive

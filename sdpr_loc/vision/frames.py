@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from sdpr_loc.geometry.se3 import hat_np
+from sdpr_loc.geometry.stereo import StereoCamera
 
 from .keypoints import StereoKeypoints
 from .pipeline import LocalizerConfig
 
 __all__ = ["Keyframe", "Correspondences", "Guide", "PosePrior", "KeypointFrame", "covariances", "usable",
-           "search_windows"]
+           "camera_of", "search_windows"]
 
 
 @dataclass
@@ -34,7 +35,8 @@ class Keyframe:
 
     T (4, 4): T_parent_keyframe; cov (6, 6): left-perturbation covariance of T (parent frame);
     points (M, 3) float64; sigma (M, 3, 3) covariances; descriptors (M, D) float32 unit vectors;
-    index: the map's keyframe index (-1: an odometry keyframe).
+    index: the map's keyframe index (-1: an odometry keyframe); camera: the stereo camera that
+    triangulated the points (recovered from them; None if they do not determine it).
     """
 
     T: np.ndarray
@@ -43,25 +45,27 @@ class Keyframe:
     sigma: np.ndarray
     descriptors: torch.Tensor
     index: int = -1
+    camera: StereoCamera | None = None
 
     @classmethod
     def from_keypoints(cls, kp: StereoKeypoints, T: np.ndarray, cov: np.ndarray | None = None,
                        index: int = -1) -> "Keyframe":
         P, sigma, _, desc = usable(kp)
         return cls(np.asarray(T, dtype=np.float64), np.zeros((6, 6)) if cov is None else cov, P, sigma,
-                   desc[0], index)
+                   desc[0], index, camera_of(kp))
 
 
 @dataclass
 class Correspondences:
     """Live points ``src (N, 3)`` with covariances ``S_src (N, 3, 3)`` matched to keyframe points
     ``index (N,)``; ``searched``: how many live (keypoint frames) or keyframe (dense) keypoints
-    took part."""
+    took part; ``camera``: the live stereo camera (None: unknown)."""
 
     src: np.ndarray
     S_src: np.ndarray
     index: np.ndarray
     searched: int
+    camera: StereoCamera | None = None
 
 
 @dataclass
@@ -104,6 +108,17 @@ def covariances(Wm: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return sigma, ok
 
 
+def camera_of(kp: StereoKeypoints) -> StereoCamera | None:
+    """The camera that triangulated ``kp``'s valid points (B = 1), or None if they do not
+    determine it (:meth:`StereoCamera.from_triangulation`)."""
+    v = kp.valid[0].cpu().numpy().astype(bool)
+    uvd = torch.cat([kp.uv[0], kp.disparity[0, :, None]], -1).detach().cpu().numpy()[v]
+    try:
+        return StereoCamera.from_triangulation(uvd, kp.points[0].detach().cpu().numpy()[v])
+    except ValueError:
+        return None
+
+
 def usable(kp: StereoKeypoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
     """Valid, finite points in front of the camera with positive definite information:
     (P (N, 3), Sigma (N, 3, 3), mask (K,), descriptors (1, N, D))."""
@@ -123,6 +138,7 @@ class KeypointFrame:
         self.keypoints = keypoints
         self.config = config or LocalizerConfig()
         self.points, self.sigma, _, self.descriptors = usable(keypoints)
+        self.camera = camera_of(keypoints)
 
     @property
     def descriptor_dim(self) -> int:
@@ -138,7 +154,7 @@ class KeypointFrame:
         idx, matched, _ = hard_match(self.descriptors, kf.descriptors[None], ratio=self.config.ratio,
                                      min_similarity=self.config.min_similarity)
         m = matched[0].numpy()
-        return Correspondences(self.points[m], self.sigma[m], idx[0].numpy()[m], n)
+        return Correspondences(self.points[m], self.sigma[m], idx[0].numpy()[m], n, self.camera)
 
 
 def search_windows(points: np.ndarray, prior: PosePrior, camera, size: tuple[int, int]):
