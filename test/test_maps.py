@@ -83,7 +83,7 @@ def test_nearest_keyframe(teach):
     assert list(kmap.nearest(T, k=2)) != [] and len(kmap.nearest(T, k=100)) == len(kmap)
 
 
-def test_place_signature_finds_the_right_keyframe(teach):
+def test_place_recognition_finds_the_right_keyframe(teach):
     room, cam, _, kmap = teach
     hits = 0
     poses = kmap.poses.copy()

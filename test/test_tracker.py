@@ -77,7 +77,7 @@ def test_map_mode_localizes_a_different_drive_at_night(drive):
         assert r.certified, r.reason
         assert np.linalg.norm(r.T[:3, 3] - f.pose[:3, 3]) < 0.06
         assert _angle_deg(_rel(r.T, f.pose)[:3, :3]) < 1.0
-    assert "relocalized" in results[0].reason                    # no prior: place signature
+    assert "relocalized" in results[0].reason                    # no prior: place recognition
     assert len({r.keyframe for r in results}) >= 3               # follows the keyframes along
 
 

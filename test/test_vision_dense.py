@@ -88,7 +88,7 @@ def test_tracker_localizes_densely_and_reports_bad_maps(setup):
     fr = frames[1]
     res = tracker.process(DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
     assert res.certified and res.trusted, res.reason
-    assert "place signature" in res.reason
+    assert "place recognition" in res.reason
     assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.1
     orb, _ = make_extractor("orb")
     orb_map = build_map([frames[0], frames[2]], orb, every_m=0.01, frontend="orb")

@@ -56,7 +56,6 @@ class KeyframeMap:
 
     def __post_init__(self) -> None:
         self._check()
-        self._global: tuple[np.ndarray, np.ndarray] | None = None
 
     # ----- construction -----
     @classmethod
@@ -141,33 +140,32 @@ class KeyframeMap:
         dr = np.radians(rotation_angle_deg(self.poses[:, :3, :3], T[:3, :3]))
         return np.argsort(dt + metres_per_rad * dr, kind="stable")[: max(1, int(k))]
 
-    def _signatures(self) -> tuple[np.ndarray, np.ndarray]:
-        """(M, D) unit-norm centred mean descriptor per keyframe, and the centre (D,).
-
-        Mean descriptors of a place share a common component (every image has edges); removing
-        the map-wide mean leaves what tells places apart. A cheap place-recognition signature.
-        """
-        if self._global is None:
-            M, D = len(self), self.descriptor_dim
-            n = np.diff(self.offsets)
-            sums = np.zeros((M, D))
-            np.add.at(sums, np.repeat(np.arange(M), n), self.descriptors.astype(np.float64))
-            means = sums / np.maximum(n, 1)[:, None]
-            centre = means[n > 0].mean(0) if (n > 0).sum() > 1 else np.zeros(D)
-            g = np.where((n > 0)[:, None], means - centre, 0.0)
-            self._global = (g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12), centre)
-        return self._global
+    VOTE_CHUNK = 1 << 16  # map descriptors compared at once by :meth:`candidates`
 
     def candidates(self, kp: StereoKeypoints, k: int = 5) -> np.ndarray:
-        """Indices (<= k,) of the keyframes whose signature best matches frame ``kp`` (B = 1)."""
+        """Indices (<= k,) of the keyframes most of frame ``kp``'s keypoints (B = 1) point to, best
+        first: each valid keypoint votes for the keyframe holding its nearest map descriptor
+        (cosine), ties broken by the summed similarity. A keyframe of the same place holds the
+        nearest neighbours of many keypoints, day or night; a mean descriptor per keyframe did not
+        tell night places apart (validation worlds 103 / 104, a true keyframe among the first
+        three: 12 / 26 % of night frames against 100 / 96 % by votes). Cost: linear in the map's
+        descriptors, in chunks of :attr:`VOTE_CHUNK`."""
         v = kp.valid[0].cpu().numpy().astype(bool)
-        d = kp.descriptors[0].detach().cpu().numpy()[v].astype(np.float64)
-        if len(self) == 0 or d.shape[0] == 0 or d.shape[1] != self.descriptor_dim:
+        q = kp.descriptors[0].detach().cpu().to(torch.float32)[torch.from_numpy(v)]
+        if len(self) == 0 or q.shape[0] == 0 or q.shape[1] != self.descriptor_dim:
             return np.zeros(0, dtype=np.int64)
-        G, centre = self._signatures()
-        q = d.mean(0) - centre
-        q /= max(float(np.linalg.norm(q)), 1e-12)
-        return np.argsort(-(G @ q), kind="stable")[: max(1, int(k))]
+        best = torch.full((q.shape[0],), -2.0)
+        arg = torch.zeros(q.shape[0], dtype=torch.long)
+        for a in range(0, len(self.descriptors), self.VOTE_CHUNK):
+            part = torch.from_numpy(self.descriptors[a:a + self.VOTE_CHUNK]).to(torch.float32)
+            sim, j = (q @ part.T).max(1)
+            better = sim > best
+            best, arg = torch.where(better, sim, best), torch.where(better, j + a, arg)
+        owner = np.searchsorted(self.offsets, arg.numpy(), side="right") - 1
+        votes = np.bincount(owner, minlength=len(self)).astype(np.float64)
+        score = votes + 1e-6 * np.bincount(owner, weights=best.numpy().astype(np.float64), minlength=len(self))
+        order = np.argsort(-score, kind="stable")
+        return order[votes[order] > 0][: max(1, int(k))]
 
     # ----- files -----
     def save(self, path: str | os.PathLike) -> Path:

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worst integrity verdict counted as localized (published), as the nodes' "
                              "publish_integrity (default WARN: FAIL poses are withheld)")
     parser.add_argument("--kidnapped", action="store_true",
-                        help="no prior for the first frame: it must relocalize by place signature")
+                        help="no prior for the first frame: it must relocalize by place recognition")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ Modes:
   far enough becomes the next keyframe (``record=True`` keeps them: teaching a map).
 * ``map``: each frame is registered against a keyframe of a :class:`~sdpr_loc.data.maps.KeyframeMap`:
   the keyframes nearest the predicted pose, or (when there is none, or tracking was lost) the ones
-  whose descriptor signature fits the frame best.
+  most of the frame's keypoints point to (nearest map descriptors: place recognition).
 
 Pose prior: a constant-velocity prediction from the last two trusted poses, with an error
 covariance that grows with the time since the last trusted pose (``prior_sigma_mps``,
@@ -288,7 +288,7 @@ class Tracker:
 
     def _process_map(self, frame, stamp_ns: int) -> TrackResult:
         """Try the candidate keyframes: nearest the predicted pose (guided search), or when there
-        is no prediction the best place signatures of the frame's keypoints (exhaustive). When no
+        is no prediction the keyframes the frame's keypoints vote for (exhaustive). When no
         guided registration is trusted, the same candidates are searched exhaustively."""
         cfg = self.config
         pred = self._predict(stamp_ns)
@@ -305,14 +305,14 @@ class Tracker:
                 best = again
         self.lost = lost                       # one frame, however many candidates failed
         if best is None:
-            return self._fail(stamp_ns, ERROR, "no candidate keyframe (no place signature fits)", 0)
+            return self._fail(stamp_ns, ERROR, "no candidate keyframe (no keypoint votes for one)", 0)
         self._check_integrity(best, stamp_ns, pred)
         if best.T is not None and best.trusted:
             self._trusted_pose(best.T, stamp_ns)
         else:
             self.lost += 1
         if pred is None:
-            best.reason = (best.reason + "; " if best.reason else "") + "relocalized by place signature"
+            best.reason = (best.reason + "; " if best.reason else "") + "relocalized by place recognition"
         best.extra.pop("cov_left", None)
         return best
 
