@@ -1,15 +1,20 @@
-"""Guided dense search cost per keyframe: per-level cosines against sampling whole descriptors.
+"""Dense search cost per keyframe: per-level cosines against whole 240-number descriptors.
 
 A map keyframe's ~250 keypoints are searched in a live night frame of the synthetic town (packaged
 network, CPU). Measured in the same run on the same frame:
 
-``DenseFrame``'s per-level cosines (each level's dot products at its own resolution, blended) vs
-sampling whole 240-number descriptors at every pixel of the windows (``KeypointNet.descriptors``,
-what the tracker did before), windows of --radius px around the predicted pixels.
+* guided: ``DenseFrame``'s per-level cosines (each level's dot products at its own resolution,
+  blended) vs sampling whole 240-number descriptors at every pixel of the windows
+  (``KeypointNet.descriptors``, what the tracker did before), windows of --radius px around the
+  predicted pixels;
+* exhaustive: ``DenseFrame``'s search of every pixel (each level's dot products upsampled and
+  summed) vs the search it replaced: the full-resolution map (``KeypointNet.dense_descriptors``)
+  times the descriptors, then the same peak, second best and sub-pixel position.
 
-Each timing is the median of --repeats runs on one encoded frame whose per-frame cache (the norm
-map) is dropped before each run, so it counts. Last line: ``guided_ratio: <per-level / sampled>``
-(below 1: faster than the peer).
+Each timing is the median of --repeats runs on one encoded frame whose per-frame caches (the norm
+map; the old search's full map) are dropped before each run, so they count; the two exhaustive
+searches alternate. Last lines: ``exhaustive_ratio: <per-level / full map>`` and
+``guided_ratio: <per-level / sampled>`` (below 1: faster than the peer).
 """
 from __future__ import annotations
 
@@ -23,12 +28,18 @@ import torch
 
 
 def _median_ms(fn, repeats: int) -> float:
-    times = []
+    return _medians_ms([fn], repeats)[0]
+
+
+def _medians_ms(fns, repeats: int) -> list[float]:
+    """Median time of each function, the functions run in turn (a load change hits all alike)."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t))
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(1e3 * (time.perf_counter() - t))
+    return [statistics.median(ts) for ts in times]
 
 
 def main() -> int:
@@ -56,7 +67,7 @@ def main() -> int:
 
     def frame() -> DenseFrame:
         """The live frame with its per-frame caches (norm map, grid) dropped: they count."""
-        for name in ("norm", "_channels_last"):
+        for name in ("norm", "_channels_last", "dense"):
             live_frame.__dict__.pop(name, None)
         return live_frame
 
@@ -77,14 +88,47 @@ def main() -> int:
         with torch.inference_mode():
             return f._correlate(desc, U, V)
 
+    def full_map():
+        """The exhaustive search before it factored per level (the same chunks of descriptors)."""
+        f = frame()
+        with torch.inference_mode():
+            dense = net.dense_descriptors(f.left)[0].reshape(-1, H * W)
+            n, parts = max(1, f.MAX_CORRELATIONS // (H * W)), []
+            for k in range(0, M, n):
+                d = desc[k:k + n]
+                m, corr = len(d), d @ dense
+                best, arg = corr.max(-1)
+                bu, bv = arg % W, torch.div(arg, W, rounding_mode="floor")
+                r = torch.arange(-int(cfg.peak_radius), int(cfg.peak_radius) + 1)
+                nu = (bu[:, None, None] + r[None, None, :]).clamp(0, W - 1)
+                nv = (bv[:, None, None] + r[None, :, None]).clamp(0, H - 1)
+                second = corr.scatter(1, (nv * W + nu).reshape(m, -1), -2.0).max(-1).values
+                w = torch.arange(-int(cfg.subpixel_window), int(cfg.subpixel_window) + 1)
+                U = (bu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
+                V = (bv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
+                uv = f._subpixel(corr.gather(1, (V * W + U).reshape(m, -1)), U, V)
+                parts.append((uv, best, f._unique(best, second)))
+            return tuple(torch.cat(x) for x in zip(*parts))
+
+    def exhaustive():
+        return frame()._exhaustive(desc)
+
     enc = _median_ms(lambda: DenseFrame(net, live.left, live.right, live.camera, cfg), args.repeats)
     sampled(), per_level()                                        # warm-up
     t_s, t_l = _median_ms(sampled, args.repeats), _median_ms(per_level, args.repeats)
     diff = (sampled() - per_level()).abs().max().item()
+    full_map(), exhaustive()                                      # warm-up
+    t_f, t_e = _medians_ms([full_map, exhaustive], args.repeats)
+    (uv_f, best_f, uniq_f), (uv_e, best_e, uniq_e) = full_map(), exhaustive()
+    moved = int(((uv_f - uv_e).abs().max(-1).values >= 1e-3).sum())
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
           f"world {args.world} night frame {W}x{H}, {M} keyframe keypoints; encoder (both images) {enc:.1f} ms")
     print(f"guided, {len(o)}x{len(o)} windows: sampled descriptors {t_s:.1f} ms, per-level {t_l:.1f} ms "
           f"(max cosine difference {diff:.1e})")
+    print(f"exhaustive, every pixel: full map {t_f:.1f} ms, per-level {t_e:.1f} ms (max best-cosine difference "
+          f"{(best_f - best_e).abs().max().item():.1e}, {moved} of {M} peaks moved, "
+          f"{int((uniq_f != uniq_e).sum())} ratio tests differ)")
+    print(f"exhaustive_ratio: {t_e / t_f:.3f}")
     print(f"guided_ratio: {t_l / t_s:.3f}")
     return 0
 

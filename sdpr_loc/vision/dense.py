@@ -11,22 +11,23 @@ the live camera, ready for RANSAC and the certified registration.
 
 Two searches, one answer:
 
-* **exhaustive** (no pose prior: start-up, relocalization): every pixel, from the full-resolution
-  descriptor map (240 numbers a pixel, built on first use);
+* **exhaustive** (no pose prior: start-up, relocalization): every pixel;
 * **guided** (a pose prior): each keypoint is projected into the live image and only a window of
   ``radius`` pixels around the prediction is searched. Both searches compute the same cosine at a
   pixel, so when the exhaustive peak lies inside the window both return the same pixel and
   sub-pixel position. A peak on the window's border is not a local maximum of the window (the
   true one may lie outside): it is rejected.
 
-The guided search never builds that map. A dense descriptor is
-the centred, normalised concatenation of the encoder levels upsampled bilinearly, and both steps
-commute with the dot product: for a centred unit keyframe descriptor ``d``,
-``cos(p) = sum_l up_l(d_l . f_l)(p) / n(p)`` where ``d_l . f_l`` is taken at each level's own
-resolution (a level with 8x bigger pixels costs 64x less) and ``n(p)``, the norm of the centred
-concatenation, is the same for every keypoint and computed once per frame
-(:attr:`DenseFrame.norm`). Projected descriptors (``descriptor_dim > 0``) do not factor per
-level: those networks sample whole descriptors at the window pixels.
+Neither search builds the full-resolution descriptor map (240 numbers a pixel). A dense
+descriptor is the centred, normalised concatenation of the encoder levels upsampled bilinearly,
+and both steps commute with the dot product: for a centred unit keyframe descriptor ``d`` (the
+network's descriptors are), ``cos(p) = sum_l up_l(d_l . f_l)(p) / n(p)`` where ``d_l . f_l`` is
+taken at each level's own resolution (a level with 8x bigger pixels costs 64x less) and
+``n(p)``, the norm of the centred concatenation, is the same for every keypoint and computed once
+per frame (:attr:`DenseFrame.norm`). The guided search blends ``d_l . f_l`` at its window pixels,
+the exhaustive one upsamples it to every pixel exactly as the map is built. Projected
+descriptors (``descriptor_dim > 0``) do not factor per level: those networks sample whole
+descriptors at the window pixels, and search the full map exhaustively.
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ class DenseFrame:
 
     @cached_property
     def dense(self) -> Tensor:
-        """(D, H, W) unit descriptors of every pixel (exhaustive search only; ~0.2 s on 2 CPU cores)."""
+        """(D, H, W) unit descriptors of every pixel: the exhaustive search of projected descriptors
+        only (~0.2 s on 2 CPU cores), which do not factor per level."""
         with torch.inference_mode():
             return self.network.dense_descriptors(self.left)[0]
 
@@ -175,32 +177,59 @@ class DenseFrame:
         return out
 
     MAX_CORRELATIONS = 1 << 24  # correlation entries held at once by the exhaustive search
+    CPU_CORRELATIONS = 1 << 21  # on CPU, per chunk: a chunk's correlations stay in cache
 
     def _exhaustive(self, descriptors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(uv (M, 2), best cosine (M,), unique (M,)) over every pixel of the :attr:`dense` map, in
-        chunks of descriptors so large images (KITTI: 1242 x 375) keep the correlation matrix
-        bounded."""
-        D, H, W = self.dense.shape
-        n = max(1, self.MAX_CORRELATIONS // (H * W))
+        """(uv (M, 2), best cosine (M,), unique (M,)) over every pixel (:meth:`_cosines`), in chunks
+        of descriptors so large images (KITTI: 1242 x 375) keep the correlation matrix bounded
+        (on CPU, small enough to stay in cache)."""
+        H, W = self.size
+        budget = self.MAX_CORRELATIONS if self._dev.type != "cpu" else min(self.MAX_CORRELATIONS,
+                                                                            self.CPU_CORRELATIONS)
+        n = max(1, budget // (H * W))
         if descriptors.shape[0] > n:
             parts = [self._exhaustive(descriptors[k:k + n]) for k in range(0, descriptors.shape[0], n)]
             return tuple(torch.cat(x) for x in zip(*parts))
         M = descriptors.shape[0]
         cfg, dev = self.config, self._dev
         with torch.inference_mode():
-            corr = descriptors.to(dev, self.dense.dtype) @ self.dense.reshape(D, H * W)      # (M, HW)
-            best, arg = corr.max(-1)
-            bu, bv = arg % W, torch.div(arg, W, rounding_mode="floor")
+            corr = self._cosines(descriptors.to(dev, torch.float32))                         # (M, H, W)
+            # the first maximum in row-major order (corr.max(-1) of the flat map) from the rows'
+            # maxima: amax is vectorised, max with indices is not (CPU: 10x slower)
+            best, bv = corr.amax(-1).max(-1)
+            bu = corr[torch.arange(M, device=dev), bv].max(-1).indices
+            corr = corr.reshape(M, H * W)
             # second best: the best pixel outside the peak's (2 radius + 1)^2 neighbourhood
             r = torch.arange(-int(cfg.peak_radius), int(cfg.peak_radius) + 1, device=dev)
             nu = (bu[:, None, None] + r[None, None, :]).clamp(0, W - 1)
             nv = (bv[:, None, None] + r[None, :, None]).clamp(0, H - 1)
-            second = corr.scatter(1, (nv * W + nu).reshape(M, -1), -2.0).max(-1).values
+            second = corr.scatter(1, (nv * W + nu).reshape(M, -1), -2.0).amax(-1)
             w = torch.arange(-int(cfg.subpixel_window), int(cfg.subpixel_window) + 1, device=dev)
             U = (bu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
             V = (bv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
             uv = self._subpixel(corr.gather(1, (V * W + U).reshape(M, -1)), U, V)
         return uv, best, self._unique(best, second)
+
+    def _cosines(self, desc: Tensor) -> Tensor:
+        """Cosine ``(M, H, W)`` of ``desc (M, D)`` with the live descriptor at every pixel (what the
+        full map holds there), without building the map: per level, the dot products at the
+        level's own resolution (the coarsest: 64x fewer pixels), upsampled bilinearly like
+        :meth:`~sdpr_loc.vision.network.KeypointNet.dense_descriptors` (:func:`_upsample_add`),
+        summed, over :attr:`norm`. Projected descriptors: against the :attr:`dense` map."""
+        H, W = self.size
+        if self.network.project is not None:
+            D = self.dense.shape[0]
+            return (desc @ self.dense.reshape(D, H * W)).reshape(-1, H, W)
+        acc, c0 = None, 0
+        for level, f in enumerate(self.left.features):
+            _, C, h, w = f.shape
+            dot = (desc[:, c0:c0 + C] @ f[0].reshape(C, h * w)).reshape(-1, h, w)
+            c0 += C
+            if level == 0:                     # full (padded) resolution
+                acc = dot
+            else:
+                _upsample_add(acc, dot, 2 ** level)
+        return acc[:, :H, :W] / self.norm
 
     def _windowed(self, descriptors: Tensor, uv_pred: np.ndarray, radius: np.ndarray
                   ) -> tuple[Tensor, Tensor, Tensor]:
@@ -303,3 +332,29 @@ def _cells(u: Tensor, s: int, n: int) -> tuple[Tensor, Tensor, Tensor]:
     x = ((u.to(torch.float32) + 0.5) / s - 0.5).clamp(0, n - 1)
     i0 = x.floor().long()
     return i0, (i0 + 1).clamp(max=n - 1), x - i0
+
+
+def _upsample_add(acc: Tensor, c: Tensor, s: int) -> None:
+    """``acc (m, s h, s w) += c (m, h, w)`` upsampled bilinearly by ``s`` (even), as
+    ``F.interpolate(scale_factor=s, mode='bilinear', align_corners=False)`` does, in place.
+
+    Separable (along x, then y) and by phase: output pixel ``s k + j`` blends cells ``k - 1, k``
+    (``j < s / 2``) or ``k, k + 1`` with weights that depend on ``j`` only (dyadic numbers, exact
+    in float32 as in ``F.interpolate``); at the first and last cell the blend is the cell itself
+    (the clamp). Whole-tensor operations with scalar weights, the y pass straight into ``acc``
+    (no full-size temporary): faster than ``F.interpolate`` on CPU.
+    """
+    m, h, w = c.shape
+    half = s // 2
+    t = [(j + 0.5) / s - 0.5 + (j < half) for j in range(s)]            # weight of the later cell
+    x = c.new_empty(m, h, w, s)
+    for j in range(s):
+        torch.lerp(c[..., :-1], c[..., 1:], t[j], out=x[..., 1:, j] if j < half else x[..., :-1, j])
+    x[..., 0, :half] = c[..., :1]
+    x[..., -1, half:] = c[..., -1:]
+    x = x.reshape(m, h, w * s)
+    a = acc.view(m, h, s, w * s)
+    for j in range(s):
+        (a[:, 1:, j] if j < half else a[:, :-1, j]).add_(x[:, :-1], alpha=1 - t[j]).add_(x[:, 1:], alpha=t[j])
+    a[:, 0, :half] += x[:, 0, None]
+    a[:, -1, half:] += x[:, -1, None]
