@@ -292,9 +292,9 @@ class Tracker:
         guided registration is trusted, the same candidates are searched exhaustively."""
         cfg = self.config
         pred = self._predict(stamp_ns)
-        if pred is not None:
+        if pred is not None and pred[1] is not None:
             order = self.map.nearest(pred[0], k=cfg.map_candidates)
-        else:
+        else:   # no motion prediction (the last pose alone is metres off at speed): place recognition
             order = self.map.candidates(frame.keypoints, k=cfg.map_candidates)
         lost = self.lost
         best = self._best_candidate(frame, order, pred, stamp_ns)
