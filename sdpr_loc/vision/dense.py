@@ -170,12 +170,17 @@ class DenseFrame:
         take = np.flatnonzero(guide.inside)
         out = DenseMatches.empty(M)
         if len(take):
-            got = self._finish(*self._windowed(descriptors[torch.from_numpy(take)], guide.uv[take],
-                                               guide.radius[take]), np.ones(len(take), dtype=bool))
+            # windows of similar size together: one wide window would size every keypoint's
+            take = take[np.argsort(guide.radius[take], kind="stable")]
+            groups = np.split(take, np.searchsorted(guide.radius[take], self.WINDOW_GROUPS, side="right"))
+            found = [self._windowed(descriptors[torch.from_numpy(g)], guide.uv[g], guide.radius[g])
+                     for g in groups if len(g)]
+            got = self._finish(*(torch.cat(x) for x in zip(*found)), np.ones(len(take), dtype=bool))
             for name in ("uv", "points", "inv_cov", "similarity", "valid"):
                 getattr(out, name)[take] = getattr(got, name)
         return out
 
+    WINDOW_GROUPS = (4, 8)     # guided search: keypoints with radius <= 4, <= 8 and above, searched apart
     MAX_CORRELATIONS = 1 << 24  # correlation entries held at once by the exhaustive search
     CPU_CORRELATIONS = 1 << 21  # on CPU, per chunk: a chunk's correlations stay in cache
 
