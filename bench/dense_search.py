@@ -9,16 +9,20 @@ network, CPU). Measured in the same run on the same frame:
   predicted pixels;
 * exhaustive: ``DenseFrame``'s search of every pixel (each level's dot products upsampled and
   summed) vs the search it replaced: the full-resolution map (``KeypointNet.dense_descriptors``)
-  times the descriptors, then the same peak, second best and sub-pixel position.
+  times the descriptors, then the same peak, second best and sub-pixel position;
+* encoder: the loaded network (channels-last weights) vs the same network in the default layout;
+* guided, mixed window sizes (most 4-5 px, a few up to 16 px, as the tracker's prior gives):
+  ``DenseFrame.match`` searching windows in size groups vs all with the widest window.
 
 Each timing is the median of --repeats runs on one encoded frame whose per-frame caches (the norm
 map; the old search's full map) are dropped before each run, so they count; the two exhaustive
-searches alternate. Last lines: ``exhaustive_ratio: <per-level / full map>`` and
-``guided_ratio: <per-level / sampled>`` (below 1: faster than the peer).
+searches alternate. Last lines: ``encoder_ratio``, ``window_groups_ratio``, ``exhaustive_ratio:
+<per-level / full map>`` and ``guided_ratio: <per-level / sampled>`` (below 1: faster than the peer).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import time
@@ -53,6 +57,8 @@ def main() -> int:
 
     from sdpr_loc.data.synth import make_world, render_drive
     from sdpr_loc.vision.dense import DenseFrame
+    from sdpr_loc.vision.frames import Guide
+    from sdpr_loc.vision.pipeline import as_image_batch
     from sdpr_loc.vision.frontend import default_model_path, load_model
 
     net, cfg, _ = load_model(str(default_model_path()), "cpu")
@@ -114,6 +120,28 @@ def main() -> int:
         return frame()._exhaustive(desc)
 
     enc = _median_ms(lambda: DenseFrame(net, live.left, live.right, live.camera, cfg), args.repeats)
+    # encoder: the loaded (channels-last) weights against the same network in the default layout
+    both = torch.cat([as_image_batch(live.left, "cpu", "left"), as_image_batch(live.right, "cpu", "right")])
+    nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        t_cl, t_nchw = _medians_ms([lambda: net.encode(both), lambda: nchw.encode(both)], args.repeats)
+        enc_diff = max((a - b).abs().max().item() for a, b in zip(net.encode(both).features,
+                                                                   nchw.encode(both).features))
+    # guided windows of mixed sizes (most 4-5 px, a few up to 16 px): searched in size groups vs in one
+    radius = rng.choice([4, 5, 6, 8, 12, 16], size=M, p=[0.35, 0.3, 0.15, 0.12, 0.05, 0.03])
+    guide = Guide(uv=centre.numpy().astype(np.float64), radius=radius, inside=np.ones(M, dtype=bool))
+
+    def windows(groups):
+        def run():
+            DenseFrame.WINDOW_GROUPS = groups
+            return frame().match(desc, guide)
+        return run
+
+    grouped = DenseFrame.WINDOW_GROUPS
+    windows(grouped)(), windows(())()                             # warm-up
+    t_g, t_one = _medians_ms([windows(grouped), windows(())], args.repeats)
+    same = bool((windows(grouped)().uv == windows(())().uv).all())
+    DenseFrame.WINDOW_GROUPS = grouped
     sampled(), per_level()                                        # warm-up
     t_s, t_l = _median_ms(sampled, args.repeats), _median_ms(per_level, args.repeats)
     diff = (sampled() - per_level()).abs().max().item()
@@ -128,6 +156,11 @@ def main() -> int:
     print(f"exhaustive, every pixel: full map {t_f:.1f} ms, per-level {t_e:.1f} ms (max best-cosine difference "
           f"{(best_f - best_e).abs().max().item():.1e}, {moved} of {M} peaks moved, "
           f"{int((uniq_f != uniq_e).sum())} ratio tests differ)")
+    print(f"encoder, both images: channels-last weights {t_cl:.1f} ms, default layout {t_nchw:.1f} ms "
+          f"(max feature difference {enc_diff:.1e})")
+    print(f"guided, mixed window sizes: in size groups {t_g:.1f} ms, all in one {t_one:.1f} ms (same matches: {same})")
+    print(f"encoder_ratio: {t_cl / t_nchw:.3f}")
+    print(f"window_groups_ratio: {t_g / t_one:.3f}")
     print(f"exhaustive_ratio: {t_e / t_f:.3f}")
     print(f"guided_ratio: {t_l / t_s:.3f}")
     return 0
