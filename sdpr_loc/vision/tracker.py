@@ -245,7 +245,7 @@ class Tracker:
         over their interval, the error is ``(1 + a/2) e_k - (a/2) e_(k-2)`` (pose errors
         ``e``; both taken with the last pose's covariance). A few cm of pose noise over 0.1 s is
         a velocity error of tenths of m/s: without this, correct poses failed the innovation test."""
-        if self.velocity is None or getattr(self, "_pose_cov", None) is None or self.last_stamp is None:
+        if self.velocity is None or self._pose_cov is None or self.last_stamp is None:
             return np.zeros((6, 6))
         a = max((stamp_ns - self.last_stamp) * 1e-9, 0.0) / max(self._velocity_dt, 1e-3)
         return ((1 + a / 2) ** 2 + (a / 2) ** 2) * self._pose_cov
