@@ -314,3 +314,22 @@ def test_exhaustive_cosines_of_other_networks(config):
     assert ("dense" in live.__dict__) == (network.project is not None)
     m = live.match(desc)
     assert np.allclose(m.similarity, full.max(-1).values.numpy(), atol=1e-5)
+
+
+def test_place_recognition_finds_night_frames_in_a_day_map():
+    """Relocalization's candidates: for night frames of a route taught by day, a keyframe among the
+    three nearest the true pose is among the three the frame's keypoints vote for (the
+    mean-descriptor signature this replaced found one for 11 of these 16 frames)."""
+    from sdpr_loc.data.maps import build_map
+    from sdpr_loc.vision.frontend import make_extractor, make_frames
+
+    world = make_world(103)                      # a validation world
+    teach = list(render_drive(world, "teach", "day", frames=24))
+    night = list(render_drive(world, "repeat", "night", frames=16))
+    extract, _ = make_extractor("network", device="cpu")
+    kmap = build_map(teach, extract, every_m=1.0, frontend="network")
+    make_frame, _, _ = make_frames("network", "dense", device="cpu")
+    hits = [bool(set(kmap.nearest(f.pose, k=3).tolist())
+                 & set(kmap.candidates(make_frame(f.left, f.right, f.camera).keypoints, k=3).tolist()))
+            for f in night]
+    assert len(kmap) >= 8 and sum(hits) >= 15, hits
