@@ -48,11 +48,11 @@ def _load(path: Path, n: int):
 
 def _run_phase(pub, out, frames, stamp0: int, rate: float) -> dict:
     period = 1.0 / rate
-    stamps = []
+    stamps, sent = [], {}
     t_next = time.monotonic()
     for k, (left, right, cam) in enumerate(frames):
         s = stamp0 + k * int(period * 1e9)
-        pub.publish(left, right, cam, s)
+        sent[s] = pub.publish(left, right, cam, s)
         stamps.append(s)
         t_next += period
         time.sleep(max(0.0, t_next - time.monotonic()))
@@ -62,7 +62,7 @@ def _run_phase(pub, out, frames, stamp0: int, rate: float) -> dict:
     certs = [s for s in stamps if s in got.certificate]
     certified = [s for s in stamps
                  if s in got.pose and got.certificate.get(s, (0, {}))[1].get("certified") == "true"]
-    lat = np.array([1e3 * (got.pose[s][0] - pub.sent[s]) for s in certified])
+    lat = np.array([1e3 * (got.pose[s][0] - sent[s]) for s in certified])
     return {"rate": rate, "frames": len(stamps), "received": len(certs) / len(stamps),
             "certified": len(certified) / len(stamps), "lat": lat, "last_stamp": stamps[-1]}
 

@@ -100,14 +100,14 @@ def _summaries(node, by_name: dict[str, dict]) -> None:
 def _frames(width: int, height: int):
     """(camera, drive, loop): a short drive through a synthetic room and the looped stream of it
     (there and back, so it loops without a jump) as uint8 image pairs."""
+    from sdpr_loc.data.messages import quantize
     from sdpr_loc.data.room import StereoRoom
     from sdpr_loc.data.synth import default_camera
 
     cam = default_camera(height, width, fx=width / 2.0)
     drive = list(StereoRoom(seed=5).frames(10, cam, start_ns=T0, rate_hz=10))
     loop = drive + drive[-2:0:-1]
-    return cam, drive, [((f.left * 255 + 0.5).astype(np.uint8), (f.right * 255 + 0.5).astype(np.uint8))
-                        for f in loop]
+    return cam, drive, [(quantize(f.left, "mono8"), quantize(f.right, "mono8")) for f in loop]
 
 
 def _maps(drive, out: Path, launches: list[str]) -> dict[str, str]:
@@ -205,7 +205,6 @@ def main() -> int:
                 left, right = loop[k % len(loop)]
                 for pub in pubs.values():
                     pub.publish(left, right, cam, T0 + k * int(period * 1e9))
-                    pub.sent.clear()                   # the harness keeps send times: not here
                 sent += 1
                 t_next += period
                 time.sleep(max(0.0, t_next - time.monotonic()))

@@ -36,8 +36,8 @@ from sdpr_loc.errors import UsageError
 from sdpr_loc.geometry.stereo import StereoCamera  # only its constructor is used here
 
 from .errors import (BagError, EmptyBagError, ImageSizeMismatchError, MissingCameraInfoError, MissingTopicError,
-                     TopicTypeError, UnreadableBagError, UnsupportedEncodingError)
-from .messages import (SUPPORTED_ENCODINGS, camera_from_infos, camera_info_fields, decode_image, encode_image,
+                     TopicTypeError, UnreadableBagError)
+from .messages import (camera_from_infos, camera_info_fields, check_encoding, decode_image, encode_image,
                        ns_to_sec_nanosec, pose_fields, pose_to_matrix, stamp_to_ns)
 
 __all__ = [
@@ -245,10 +245,8 @@ def write_stereo_bag(path: str | os.PathLike, frames: Iterable[StereoFrame], *,
     tp = StereoTopics.make(topics)
     ts = _typestore(distro)
     enc_l, enc_r = (encoding, encoding) if isinstance(encoding, str) else tuple(encoding)
-    for enc in (enc_l, enc_r):
-        if enc not in SUPPORTED_ENCODINGS:
-            raise UnsupportedEncodingError(
-                f"cannot write encoding {enc!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    for enc in (enc_l, enc_r):   # before any file is touched
+        check_encoding(enc, "write")
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")

@@ -19,7 +19,7 @@ from sdpr_loc.geometry.stereo import StereoCamera
 from .errors import ImageSizeMismatchError, MalformedMessageError, UnsupportedEncodingError
 
 __all__ = ["SUPPORTED_ENCODINGS", "stamp_to_ns", "ns_to_sec_nanosec", "pose_to_matrix", "pose_fields",
-           "camera_from_infos", "camera_info_fields", "quantize", "encode_image", "decode_image"]
+           "camera_from_infos", "camera_info_fields", "check_encoding", "quantize", "encode_image", "decode_image"]
 
 SUPPORTED_ENCODINGS = ("mono8", "mono16", "rgb8", "bgr8")
 RECTIFIED_RTOL = 1e-6   # left and right P must agree on fx, fy, cx, cy this closely
@@ -139,7 +139,8 @@ def camera_info_fields(camera: StereoCamera) -> tuple[dict, dict]:
 # --------------------------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------------------------
-def _check_encoding(encoding: str, verb: str) -> None:
+def check_encoding(encoding: str, verb: str) -> None:
+    """UnsupportedEncodingError unless ``encoding`` is one this package reads and writes."""
     if encoding not in SUPPORTED_ENCODINGS:
         raise UnsupportedEncodingError(f"cannot {verb} encoding {encoding!r}; supported: "
                                        f"{', '.join(SUPPORTED_ENCODINGS)}")
@@ -150,7 +151,7 @@ def quantize(img: np.ndarray, encoding: str) -> np.ndarray:
     for rgb8/bgr8 (gray repeated). ``img``: (H, W) gray as float in [0, 1] (rounded to nearest,
     ties to even), uint8 or uint16; or (H, W, 3) uint8 for rgb8/bgr8 (taken as is)."""
     img = np.asarray(img)
-    _check_encoding(encoding, "write")
+    check_encoding(encoding, "write")
     color = encoding in ("rgb8", "bgr8")
     if img.ndim == 3 and color and img.shape[2] == 3 and img.dtype == np.uint8:
         return img

@@ -40,7 +40,9 @@ def image_to_msg(img: np.ndarray, stamp_ns: int, frame_id: str, encoding: str = 
     fields = encode_image(img, encoding)
     data = fields.pop("data")
     msg = Image(header=header(stamp_ns, frame_id), **fields)
-    msg.data = array.array("B", data.tobytes())
+    buf = array.array("B")
+    buf.frombytes(data)          # one copy (array.array is the setter's fast path)
+    msg.data = buf
     return msg
 
 

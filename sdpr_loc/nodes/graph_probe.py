@@ -35,7 +35,6 @@ class StereoPublisher:
         self.right = node.create_publisher(Image, "stereo/right/image_rect", qos)
         self.left_info = node.create_publisher(CameraInfo, "stereo/left/camera_info", qos)
         self.right_info = node.create_publisher(CameraInfo, "stereo/right/camera_info", qos)
-        self.sent: dict[int, float] = {}
 
     def publish(self, left: np.ndarray, right: np.ndarray, camera, stamp_ns: int) -> float:
         """Publish one pair (infos first); returns the monotonic time the right image went out."""
@@ -47,7 +46,6 @@ class StereoPublisher:
         self.left.publish(lm)
         t = time.monotonic()
         self.right.publish(rm)
-        self.sent[stamp_ns] = t
         return t
 
     def publish_frame(self, frame) -> float:

@@ -40,13 +40,10 @@ class KeypointNode(ManagedNode):
 
     def __init__(self, extractor: Callable | None = None, **node_kwargs: Any) -> None:
         self._custom_extractor = extractor
-        super().__init__(NAME, "keypoints", certifies=False, **node_kwargs)
-        self.frames_out = 0
+        super().__init__(NAME, "keypoints", **node_kwargs)
         self._last_ok_diag = 0.0
-        self.input = None
 
     def configure(self, p: dict) -> None:
-        self.sync_tol_ns = int(p["sync_tolerance_ms"] * 1e6)
         self.min_keypoints_warn = int(p["min_keypoints_warn"])
         self.publish_debug = bool(p["publish_debug_image"])
         torch_threads(p["torch_threads"])
@@ -62,7 +59,7 @@ class KeypointNode(ManagedNode):
         self.extract, self.frontend = extractor, what
         self._warm_up()
         if self.input is None:   # kept over cleanup / configure: the pairing state is the stream's
-            self.input = StereoInput(self, self.submit, self.sync_tol_ns)
+            self.input = StereoInput(self, self.submit, int(p["sync_tolerance_ms"] * 1e6))
         self.pub_cloud = self.create_lifecycle_publisher(PointCloud2, "keypoints", 2)
         self.pub_debug = self.create_lifecycle_publisher(Image, "keypoints/debug_image", 1)
         self.get_logger().info(f"front end: {what}")
@@ -72,9 +69,6 @@ class KeypointNode(ManagedNode):
 
     def release(self) -> None:
         self.extract = None
-
-    def extra_drops(self) -> int:
-        return self.input.unpaired if self.input is not None else 0
 
     def _warm_up(self) -> None:
         """One throw-away extraction at start, so the first real frame does not pay for library
@@ -86,10 +80,6 @@ class KeypointNode(ManagedNode):
 
     # ----- parameters -----
     def params_changed(self, changes: dict) -> str:
-        if "sync_tolerance_ms" in changes:
-            self.sync_tol_ns = int(changes["sync_tolerance_ms"] * 1e6)
-            if self.input is not None:
-                self.input.sync_tol_ns = self.sync_tol_ns
         if "min_keypoints_warn" in changes:
             self.min_keypoints_warn = int(changes["min_keypoints_warn"])
         if "publish_debug_image" in changes:
@@ -104,7 +94,6 @@ class KeypointNode(ManagedNode):
         extract_ms = 1e3 * (time.perf_counter() - t0)
         hdr = convert.header(stamp, frame_id)
         self.pub_cloud.publish(pointcloud.to_msg(kp, hdr))
-        self.frames_out += 1
         if self.publish_debug:
             self.pub_debug.publish(convert.debug_image(left, kp, stamp, frame_id))
         n_valid = int(kp.valid[0].sum()) if kp.valid.numel() else 0

@@ -49,8 +49,8 @@ class LocalizationNode(TrackingNode):
                                                 "search_min_px", "search_max_px")
 
     def __init__(self, **node_kwargs: Any) -> None:
-        super().__init__(NAME, "localization", certifies=True, **node_kwargs)
-        self.tracker = self.out = self.make_frame = self.input = None
+        super().__init__(NAME, "localization", **node_kwargs)
+        self.make_frame = None
         self._initial_pose, self._initial_lock = None, threading.Lock()
 
     def configure(self, p: dict) -> None:
@@ -94,16 +94,6 @@ class LocalizationNode(TrackingNode):
                 message = f"cannot write the map: {err}"
             print(f"[{NAME}] {message}", file=sys.stderr, flush=True)
         self.tracker = self.out = self.make_frame = None
-
-    def extra_drops(self) -> int:
-        return self.input.unpaired if self.input is not None else 0
-
-    # ----- parameters -----
-    def params_changed(self, changes: dict) -> str:
-        why = super().params_changed(changes)
-        if not why and "sync_tolerance_ms" in changes and self.input is not None:
-            self.input.sync_tol_ns = int(changes["sync_tolerance_ms"] * 1e6)
-        return why
 
     def _warm_up(self) -> None:
         """One throw-away frame at start (library and network initialisation, and for guided
@@ -151,7 +141,7 @@ class LocalizationNode(TrackingNode):
         publish = publish and publishable(res.integrity, self.p["publish_integrity"])
         if publish:
             self.out.publish(res, frame_id)
-        self._certificate(res, frame_id, publish, {"frontend_ms": network_ms,
+        self._certificate(res, frame_id, publish, {"unpaired": self.input.unpaired, "frontend_ms": network_ms,
                                                   "total_ms": 1e3 * (time.perf_counter() - t0)})
 
     def _on_error(self, pair, exc: BaseException) -> None:
@@ -159,13 +149,9 @@ class LocalizationNode(TrackingNode):
         reason = str(exc) if isinstance(exc, FrameError) else f"{type(exc).__name__}: {exc}"
         stamp = pair.stamp_ns
         self.get_logger().warning(f"frame {stamp}: {reason}", throttle_duration_sec=1.0)
-        self._certificate(TrackResult(stamp, level, reason), pair[0].header.frame_id, False, {})
+        self._certificate(TrackResult(stamp, level, reason), pair[0].header.frame_id, False,
+                          {"unpaired": self.input.unpaired})
 
-    def _certificate(self, res: TrackResult, frame_id: str, published: bool, extra: dict) -> None:
-        self.count_result(res)
-        self.out.certificate(res, frame_id, published, {
-            "mode": self.p["mode"], "dropped": self.worker.queue.dropped, "unpaired": self.input.unpaired,
-            **extra})
 
     # ----- teach -----
     def save_map(self) -> tuple[bool, str]:

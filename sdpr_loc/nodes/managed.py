@@ -88,7 +88,9 @@ class ManagedNode(LifecycleNode):
     certified / integrity-OK results (:meth:`count_result`) and is judged on them.
     """
 
-    def __init__(self, name: str, what: str, certifies: bool, **node_kwargs: Any) -> None:
+    input = None   # the StereoInput of a node fed stereo images (kept over cleanup / configure)
+
+    def __init__(self, name: str, what: str, certifies: bool = False, **node_kwargs: Any) -> None:
         super().__init__(name, **node_kwargs)
         self.what, self.certifies = what, certifies
         self.p = declare(self, name, on_change=self._params_changed)
@@ -230,6 +232,8 @@ class ManagedNode(LifecycleNode):
         why = self.params_changed(changes)
         if not why:
             self.p.update(changes)
+            if "sync_tolerance_ms" in changes and self.input is not None:
+                self.input.sync_tol_ns = int(changes["sync_tolerance_ms"] * 1e6)
         return why
 
     # ----- work -----
@@ -273,8 +277,8 @@ class ManagedNode(LifecycleNode):
                 self.counts["integrity_ok"] += 1
 
     def extra_drops(self) -> int:
-        """Drops besides the work queue's (e.g. unpaired stereo images)."""
-        return 0
+        """Drops besides the work queue's: unpaired stereo images."""
+        return self.input.unpaired if self.input is not None else 0
 
     # ----- 1 Hz summary -----
     def summary(self) -> tuple[int, str, dict]:
@@ -321,6 +325,15 @@ class TrackingNode(ManagedNode):
     TRACKER_KEYS: tuple[str, ...] = ("min_matches", "min_inliers", "keyframe_distance", "keyframe_angle",
                                      "max_lost", "map_candidates", "enough_inliers")
     tracker = out = None
+
+    def __init__(self, name: str, what: str, **node_kwargs: Any) -> None:
+        super().__init__(name, what, certifies=True, **node_kwargs)
+
+    def _certificate(self, res, frame_id: str, published: bool, extra: dict | None = None) -> None:
+        """Count the result and publish its certificate (``extra``: node-specific values)."""
+        self.count_result(res)
+        self.out.certificate(res, frame_id, published, {"mode": self.p["mode"],
+                                                        "dropped": self.worker.queue.dropped, **(extra or {})})
 
     def tracker_config(self, p: dict) -> TrackerConfig:
         mode = "odometry" if p["mode"] == "teach" else p["mode"]

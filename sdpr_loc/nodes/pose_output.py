@@ -22,8 +22,7 @@ from collections import deque
 
 import numpy as np
 
-from sdpr_loc.data.messages import pose_to_matrix
-from sdpr_loc.geometry.se3 import hat_np, so3_log_np
+from sdpr_loc.geometry.se3 import R_from_quaternion_np, hat_np, so3_log_np
 from sdpr_loc.vision.integrity import FAIL, PASS, STATISTICS, WARNING
 
 from . import convert
@@ -43,12 +42,9 @@ def parse_extrinsic(values) -> np.ndarray | None:
     n = float(np.linalg.norm(q))
     if abs(n - 1.0) > 1e-3:
         raise ValueError(f"camera_to_base quaternion must have unit norm, got |q| = {n:.6f}")
-    from geometry_msgs.msg import Pose
-
-    pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = v[:3]
-    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (q / n).tolist()
-    return pose_to_matrix(pose)
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R_from_quaternion_np(q / n), v[:3]
+    return T
 
 
 def move_covariance(cov: np.ndarray, t_from: np.ndarray, t_to: np.ndarray) -> np.ndarray:
@@ -83,8 +79,7 @@ class PoseOutputs:
         self.path: deque = deque(maxlen=int(max_path_length))
         self._prev: tuple[int, np.ndarray] | None = None
         self._last_path_pub = 0.0
-        self.counts = {"frames": 0, "certified": 0, "published": 0}
-        create = getattr(node, "create_lifecycle_publisher", node.create_publisher)  # silent unless active
+        create = node.create_lifecycle_publisher   # silent unless the node is active
         self.pub_pose = create(PoseWithCovarianceStamped, "pose", 10)
         self.pub_odom = create(Odometry, "odom", 10)
         self.pub_path = create(Path, "path", 1)
@@ -130,15 +125,11 @@ class PoseOutputs:
         if now - self._last_path_pub > 0.5:   # the path grows: at most 2 Hz
             self._last_path_pub = now
             self.pub_path.publish(Path(header=hdr, poses=list(self.path)))
-        self.counts["published"] += 1
 
     def certificate(self, res, frame_id: str, published: bool, values: dict) -> None:
         """The per-frame certificate message (``values``: node-specific extras)."""
         from diagnostic_msgs.msg import DiagnosticArray
 
-        self.counts["frames"] += 1
-        if res.certified:
-            self.counts["certified"] += 1
         vals = {
             "certified": bool(res.certified), "published": bool(published), "margin": res.margin,
             "gap": res.gap, "min_eig": res.min_eig, "inliers": res.inliers, "matches": res.matches,

@@ -40,8 +40,7 @@ class RegistrationNode(TrackingNode):
     (:mod:`sdpr_loc.nodes.managed`): configure loads the map, activate subscribes."""
 
     def __init__(self, **node_kwargs: Any) -> None:
-        super().__init__(NAME, "registration", certifies=True, **node_kwargs)
-        self.tracker = self.out = None
+        super().__init__(NAME, "registration", **node_kwargs)
         self._last_stamp = -1
 
     def configure(self, p: dict) -> None:
@@ -88,11 +87,6 @@ class RegistrationNode(TrackingNode):
         self.get_logger().warning(f"keypoints {stamp}: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
         self._certificate(TrackResult(stamp, ERROR, f"{type(exc).__name__}: {exc}"), msg.header.frame_id,
                           published=False)
-
-    def _certificate(self, res: TrackResult, frame_id: str, published: bool) -> None:
-        self.count_result(res)
-        self.out.certificate(res, frame_id, published, {"mode": self.p["mode"],
-                                                        "dropped": self.worker.queue.dropped})
 
 
 def main(args: list[str] | None = None) -> int:

@@ -66,7 +66,6 @@ class StereoInput:
         self._camera_key, self._info_stamp, self._pending = None, -1, None
         self.unpaired = 0
         self._last_stamp = -1
-        self.subscriptions: list = []
 
     def subscribe(self) -> None:
         """Create the four subscriptions (a lifecycle node's activate; its deactivate destroys them)."""
@@ -74,11 +73,10 @@ class StereoInput:
 
         node, qos = self.node, sensor_qos()
         self._images, self._pending = {"left": None, "right": None}, None
-        self.subscriptions = [
-            node.create_subscription(Image, "stereo/left/image_rect", lambda m: self._on_image("left", m), qos),
-            node.create_subscription(Image, "stereo/right/image_rect", lambda m: self._on_image("right", m), qos),
-            node.create_subscription(CameraInfo, "stereo/left/camera_info", lambda m: self._on_info("left", m), qos),
-            node.create_subscription(CameraInfo, "stereo/right/camera_info", lambda m: self._on_info("right", m), qos)]
+        node.create_subscription(Image, "stereo/left/image_rect", lambda m: self._on_image("left", m), qos)
+        node.create_subscription(Image, "stereo/right/image_rect", lambda m: self._on_image("right", m), qos)
+        node.create_subscription(CameraInfo, "stereo/left/camera_info", lambda m: self._on_info("left", m), qos)
+        node.create_subscription(CameraInfo, "stereo/right/camera_info", lambda m: self._on_info("right", m), qos)
 
     # ----- callbacks: stash and pair, nothing heavy -----
     def _on_info(self, side: str, msg) -> None:
