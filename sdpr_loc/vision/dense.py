@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from .frames import Correspondences, Guide, Keyframe, PosePrior, covariances, search_windows
 from .keypoints import StereoKeypoints
 from .matching import as_cameras, stereo_match, stereo_points
-from .network import KeypointNet, NetOutput
+from .network import KeypointNet
 from .pipeline import LocalizerConfig, as_image_batch, stereo_keypoints
 
 Tensor = torch.Tensor
@@ -85,10 +85,11 @@ class DenseFrame:
                              f"and {tuple(rt.shape)}")
         self.cameras = as_cameras(camera, 1)
         self.camera = self.cameras[0]
-        with torch.inference_mode():   # both images in one batch (per-image norms); detector: on demand
-            both = network.encode(torch.cat([lt, rt]))
-        self.left, self.right = (NetOutput(None, None, [f[i:i + 1] for f in both.features], both.size, both.padded)
-                                 for i in (0, 1))
+        # one image at a time (on CPU a batch of two is slower than two batches of one), the right
+        # one only to the levels stereo matching uses; detector: on demand
+        with torch.inference_mode():
+            self.left = network.encode(lt)
+            self.right = network.encode(rt, int(self.config.stereo_levels))
         self.size = self.left.size                                       # (H, W)
 
     @cached_property
@@ -103,26 +104,37 @@ class DenseFrame:
         """(H, W) norm of the centred concatenated descriptor at every pixel, before normalising:
         ``sqrt(sum_l |up_l f_l|^2 - (sum_l sum up_l f_l)^2 / D)``.
 
-        Bilinear upsampling is separable: upsample along x, then the squared norm of a blend of
-        two rows is ``a^2 |r0|^2 + 2ab r0.r1 + b^2 |r1|^2``, so no level is ever built at full
-        resolution with all its channels.
+        No level is upsampled with its channels: a bilinear blend of four cells has the squared
+        norm ``sum_ij w_i w_j f_i . f_j``, so each level needs only the dot products of
+        neighbouring cells at its own resolution (self, right, down, both diagonals), blended
+        along x for each cell row, then along y (~3x faster than upsampling the levels).
         """
         H, W = self.size
-        sq, total = torch.zeros(H, W, device=self._dev), torch.zeros(H, W, device=self._dev)
+        dev = self._dev
+        sq, total = torch.zeros(H, W, device=dev), torch.zeros(H, W, device=dev)
+        dot = torch.linalg.vecdot
         with torch.inference_mode():
-            for level, f in enumerate(self.left.features):
-                s = 2 ** level
-                if s > 1:
-                    f = F.interpolate(f, scale_factor=(1, s), mode="bilinear", align_corners=False)
-                f = f[0, :, :, :W]                                                 # (C, h, W)
-                h = f.shape[1]
-                q = (f * f).sum(0)                                                 # (h, W)
-                r = (f * f[:, torch.arange(1, h + 1, device=self._dev).clamp(max=h - 1)]).sum(0)
-                y0, y1, b = _cells(torch.arange(H, device=self._dev), s, h)
-                a, b = (1 - b)[:, None], b[:, None]
-                sq += a * a * q[y0] + 2 * a * b * r[y0] + b * b * q[y1]
-                c = f.sum(0)                                                        # (h, W)
-                total += (1 - b) * c[y0] + b * c[y1]
+            for level, f in enumerate(self._channels_last):                      # (h, w, C)
+                if level == 0:                                                   # full resolution
+                    f = f[:H, :W]
+                    sq += dot(f, f)
+                    total += f.sum(-1)
+                    continue
+                h, w, _ = f.shape
+                f = torch.cat([f, f[-1:]], 0)
+                f = torch.cat([f, f[:, -1:]], 1)          # (h + 1, w + 1, C): the border cell repeated
+                q, c = dot(f, f), f.sum(-1)
+                right, down = dot(f[:, :-1], f[:, 1:]), dot(f[:-1], f[1:])
+                diagonals = dot(f[:-1, :-1], f[1:, 1:]) + dot(f[:-1, 1:], f[1:, :-1])
+                x0, _, a = _cells(torch.arange(W, device=dev), 2 ** level, w)
+                y0, _, b = _cells(torch.arange(H, device=dev), 2 ** level, h)
+                x1, ma = x0 + 1, 1 - a
+                row = ma * ma * q[:, x0] + 2 * ma * a * right[:, x0] + a * a * q[:, x1]       # (h + 1, W)
+                rows = ma * ma * down[:, x0] + ma * a * diagonals[:, x0] + a * a * down[:, x1]  # (h, W)
+                cx = ma * c[:, x0] + a * c[:, x1]
+                b, mb = b[:, None], 1 - b[:, None]
+                sq += mb * mb * row[y0] + 2 * mb * b * rows[y0] + b * b * row[y0 + 1]
+                total += mb * cx[y0] + b * cx[y0 + 1]
         D = sum(f.shape[1] for f in self.left.features)
         return torch.sqrt((sq - total * total / D).clamp_min(1e-24))
 
@@ -318,16 +330,20 @@ class DenseFrame:
     def _finish(self, uv: Tensor, best: Tensor, unique: Tensor, keep: np.ndarray) -> DenseMatches:
         """Stereo, 3D points and covariances of the live pixels ``uv (M, 2)``."""
         cfg = self.config
-        with torch.inference_mode():
-            uv = uv[None].float()
-            st = stereo_match(self.network, self.left, uv, self.right, int(cfg.max_disparity),
-                              cfg.stereo_temperature, int(cfg.disparity_window), cfg.min_stereo_similarity,
-                              int(cfg.stereo_levels))
-            P, Wm, ok = stereo_points(self.cameras, uv, st.disparity, cfg.sigma_px)
-            valid = unique & ok[0] & st.valid[0]
         np_ = lambda x: x.detach().cpu().numpy()  # noqa: E731
-        return DenseMatches(uv=np_(uv[0]).astype(np.float64), points=np_(P[0]), inv_cov=np_(Wm[0]),
-                            similarity=np_(best).astype(np.float64), valid=np_(valid).astype(bool) & keep)
+        out = DenseMatches.empty(len(uv))
+        out.uv, out.similarity = np_(uv).astype(np.float64), np_(best).astype(np.float64)
+        tried = np.flatnonzero(np_(unique) & keep)           # stereo only for matches that can be used
+        if len(tried):
+            with torch.inference_mode():
+                at = uv[torch.from_numpy(tried).to(uv.device)][None].float()
+                st = stereo_match(self.network, self.left, at, self.right, int(cfg.max_disparity),
+                                  cfg.stereo_temperature, int(cfg.disparity_window), cfg.min_stereo_similarity,
+                                  int(cfg.stereo_levels))
+                P, Wm, ok = stereo_points(self.cameras, at, st.disparity, cfg.sigma_px)
+            out.points[tried], out.inv_cov[tried] = np_(P[0]), np_(Wm[0])
+            out.valid[tried] = np_(ok[0] & st.valid[0]).astype(bool)
+        return out
 
 
 def _cells(u: Tensor, s: int, n: int) -> tuple[Tensor, Tensor, Tensor]:

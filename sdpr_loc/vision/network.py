@@ -193,18 +193,20 @@ class KeypointNet(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return x, (H, W)
 
-    def _encode(self, x: Tensor) -> list[Tensor]:
+    def _encode(self, x: Tensor, levels: int | None = None) -> list[Tensor]:
         feats = []
-        for i, block in enumerate(self.enc):
+        for i, block in enumerate(self.enc[:levels]):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             feats.append(x)
         return feats
 
-    def encode(self, images: Tensor) -> NetOutput:
-        """Encoder levels only (no detector/score): for the right image's stereo matching."""
+    def encode(self, images: Tensor, levels: int | None = None) -> NetOutput:
+        """Encoder levels only (no detector/score): for the right image's stereo matching.
+        ``levels``: only the finest this many (stereo needs no more: each skipped level is
+        ~1/4 of the encoder's work)."""
         x, size = self._prepare(images)
         with self._autocast(x):
-            feats = self._encode(x)
+            feats = self._encode(x, levels or None)
         return NetOutput(None, None, [f.float() for f in feats], size, tuple(x.shape[-2:]))
 
     def forward(self, images: Tensor) -> NetOutput:
@@ -263,7 +265,7 @@ class KeypointNet(nn.Module):
         """
         n = len(out.features) if not levels else min(int(levels), len(out.features))
         d = torch.cat([sample_map(f, uv, out.padded) for f in out.features[:n]], -1)
-        if self.project is not None and n == len(out.features):
+        if self.project is not None and n == self.config.levels:   # all levels (out may hold fewer)
             d = self.project(d)
         return F.normalize(d - d.mean(-1, keepdim=True), dim=-1)
 
