@@ -37,15 +37,27 @@ def test_single_path_equals_batched_path(sigma, offset):
         assert torch.isnan(cs.rank_ratio).all()
 
 
-def test_single_path_falls_back_to_the_batched_path_in_a_wrong_basin():
+def test_single_path_restarts_from_the_flips_in_a_wrong_basin():
+    """Gauss-Newton from a flipped rotation stops in a wrong minimum (no certificate); the single
+    path restarts from its flips, as the batched layer does, and certifies the same optimum."""
+    from sdpr_loc.certify.single import certify_one
+
     inst = stereo_instance(3, 50, 0.5, seed=7)
     args = _args(inst)
     flip = torch.diag(torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64))
     T = torch.eye(4, dtype=torch.float64).repeat(3, 1, 1)
     T[:, :3, :3], T[:, :3, 3] = inst.R @ flip, inst.t
     item = [a[:1] for a in args]
-    assert reg._register_one(*item, T[:1]) is None  # Gauss-Newton from the flip is not certifiable
-    single = reg.register(*item, init=T[:1])
+    calls = []
+    real = reg.certify_one
+    reg.certify_one = lambda *a, **k: calls.append(real(*a, **k)) or calls[-1]
+    try:
+        single = reg._register_one(*item, T[:1])
+    finally:
+        reg.certify_one = real
+    assert calls[0] is None or not calls[0].certified      # the first local solution is not certifiable
+    assert single is not None and bool(single.certificate.certified[0])
+    assert certify_one is real
     batched = reg.register(*args, init=T)
     assert bool(single.certificate.certified[0]) and bool(batched.certificate.certified[0])
     assert float(rotation_angle(single.R, batched.R[:1])) < 1e-12

@@ -63,20 +63,25 @@ def best_family_member(H0: Tensor, M: Tensor, x: Tensor) -> tuple[Tensor, float]
     H0 (n, n) Lagrangian of one item; M (K, n, n) its family directions; x (n,) the candidate.
     Returns (zeros, -inf) when the solver fails, so the caller keeps what it had.
     """
-    keep = M.flatten(1).abs().amax(-1) > 0
-    Mk = M[keep].double().cpu().numpy()
-    K = Mk.shape[0]
-    w_full = torch.zeros(M.shape[0], dtype=H0.dtype, device=H0.device)
-    if K == 0:
+    w, t = best_family_member_np(H0.double().cpu().numpy(), M.double().cpu().numpy(), x.double().cpu().numpy())
+    return torch.as_tensor(w, dtype=H0.dtype, device=H0.device), t
+
+
+def best_family_member_np(H0: np.ndarray, M: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """:func:`best_family_member` in numpy (the single-item certificate's path)."""
+    keep = np.abs(M.reshape(M.shape[0], -1)).max(-1) > 0
+    Mk = M[keep]
+    w_full = np.zeros(M.shape[0])
+    if Mk.shape[0] == 0:
         return w_full, float("-inf")
-    xn = (x / x.norm()).double().cpu().numpy()
+    xn = x / np.linalg.norm(x)
     n = xn.shape[0]
     U = np.linalg.svd(np.eye(n) - np.outer(xn, xn))[0][:, : n - 1]
-    Hc = U.T @ H0.double().cpu().numpy() @ U
+    Hc = U.T @ H0 @ U
     s = max(float(np.abs(np.linalg.eigvalsh(0.5 * (Hc + Hc.T))).max()), 1e-300)  # unit spectrum
     Mc = np.einsum("ia,kij,jb->kab", U, Mk, U)
     got = max_min_eigenvalue(0.5 * (Hc + Hc.T) / s, 0.5 * (Mc + Mc.transpose(0, 2, 1)) / s)
     if got is None:
         return w_full, float("-inf")
-    w_full[keep] = torch.as_tensor(got[0], dtype=H0.dtype, device=H0.device)
+    w_full[keep] = got[0]
     return w_full, got[1] * s

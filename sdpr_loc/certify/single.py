@@ -3,8 +3,10 @@
 A node certifies one frame at a time; there torch's per-operation overhead costs more than the
 arithmetic (two 13 x 13 symmetric eigenvalue problems and a few small products). Same
 formulas, tolerances and reasons (``certificate_checks``) as the batched :func:`certify`. The
-multiplier search that a failed first try triggers there (``refine_multipliers``) is not repeated
-here: ``certify_one`` returns None and the caller takes the batched path, so the verdict is the same.
+multiplier search that a failed first try triggers there (``refine_multipliers``) is done
+here in numpy (the exact search of ``refine_multipliers``'s few-item case); when that still
+leaves no certificate ``certify_one`` returns None and the caller takes the batched path (restarts,
+SDP), so the verdict is the same.
 """
 from __future__ import annotations
 
@@ -85,6 +87,14 @@ def certify_one(Q: np.ndarray, x: np.ndarray, template: TemplateArrays, tol: flo
     lam = G @ (V @ (einv * (V.T @ -(Q @ x))))  # min-norm solution of sum_i l_i A_i x = -Q x
     H = Q + (lam @ template.lin).reshape(n, n)
     ev, _, info = lapack.dsyevd(H, compute_v=0)
+    if info != 0:
+        return None
+    if ev[0] < -tol or ev[1] < (tol if min_margin is None else min_margin):
+        found = _family_search(Q, G, x, lam, template.lin, tol)   # redundant constraints: other multipliers
+        if found is not None:
+            lam = found
+            H = Q + (lam @ template.lin).reshape(n, n)
+            ev, _, info = lapack.dsyevd(H, compute_v=0)
     if info != 0 or ev[0] < -tol:
         return None
     xnorm = max(float(np.linalg.norm(x)), 1e-30)
@@ -99,3 +109,28 @@ def certify_one(Q: np.ndarray, x: np.ndarray, template: TemplateArrays, tol: flo
             break
     return SingleCertificate(certified=not reason, reason=reason, min_eig=float(ev[0]), margin=margin,
                              gap=gap, residual=residual, violation=violation, multipliers=lam, e=e, V=V)
+
+
+def _family_search(Q: np.ndarray, G: np.ndarray, x: np.ndarray, lam: np.ndarray, lin: np.ndarray,
+                   tol: float) -> np.ndarray | None:
+    """Multipliers of the family ``lam + basis w`` (null space of G^T) whose Lagrangian is the most
+    positive off x (``refine_multipliers``' exact search for a few items); None when there is no
+    family or nothing to gain (then the batched path decides)."""
+    from .psd_multipliers import best_family_member_np
+
+    n, m = x.shape[0], G.shape[0]
+    _, S, Vh = np.linalg.svd(G.T, full_matrices=True)
+    free = np.ones(m, dtype=bool)
+    free[:len(S)] = ~(S * S > tangent_rtol(torch.float64) * max(S[0] ** 2, np.finfo(np.float64).tiny))
+    basis = Vh.T[:, free]                                            # (m, K)
+    if basis.shape[1] == 0:
+        return None
+    xn = x / np.linalg.norm(x)
+    P = np.eye(n) - np.outer(xn, xn)
+    M = P @ (basis.T @ lin).reshape(-1, n, n) @ P
+    H0 = P @ (Q + (lam @ lin).reshape(n, n)) @ P + np.outer(xn, xn)    # x direction parked at 1
+    ev0 = float(np.linalg.eigvalsh(H0)[0])
+    if ev0 >= 2 * tol:
+        return None
+    w, t = best_family_member_np(H0, M, x)
+    return lam + basis @ w if t > ev0 else None

@@ -373,8 +373,9 @@ def _single_path_applies(*tensors) -> bool:
 
 def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
                   init: Tensor | None) -> Registration | None:
-    """``register(method="certified")`` for B = 1 in numpy; None (take the batched path) unless the first
-    local solution is certified (restarts, SDP fallback and reasons for failures stay in one place)."""
+    """``register(method="certified")`` for B = 1 in numpy; None (take the batched path) unless a local
+    solution is certified: the first, or the best of its flips' (as ``_flip_restarts``; the SDP
+    fallback and the reasons for failures stay in one place)."""
     s, tg, w, C = (v[0].detach().numpy() for v in (src, trg, weights, inv_cov))  # no_grad callers may pass leaves
     W = w[:, None, None] * C
     if one.degenerate_one(s, W):
@@ -398,9 +399,20 @@ def _register_one(src: Tensor, trg: Tensor, weights: Tensor, inv_cov: Tensor,
     Qs = Q / qn
     x = one.gauss_newton_one(Qs, R0, tr0)
     layer = _layer(True, "clarabel", "mask")
-    cert = certify_one(Qs, x, layer.template_arrays, default_tol(torch.float64), layer.min_margin)
-    if cert is None or not cert.certified:
-        return None
+    certify = lambda x: certify_one(Qs, x, layer.template_arrays, default_tol(torch.float64), layer.min_margin)  # noqa: E731
+    cert = certify(x)
+    if cert is None or not cert.certified:   # a local minimum: Gauss-Newton from its flips (_flip_restarts)
+        R1, t1 = x[1:10].reshape(3, 3, order="F"), x[10:]
+        best = None
+        for f in FLIPS.numpy():
+            for R2 in (R1 * f[None, :], f[:, None] * R1):          # R diag(f), diag(f) R
+                xc = one.gauss_newton_one(Qs, R2, t1)
+                c = certify(xc)
+                if c is not None and c.certified and (best is None or xc @ Qs @ xc < best[0] @ Qs @ best[0]):
+                    best = (xc, c)
+        if best is None:
+            return None
+        x, cert = best
     R = x[1:10].reshape(3, 3, order="F")
     t = x[10:] * sc + ct - R @ cs
     e = tg - (s @ R.T + t)

@@ -26,7 +26,7 @@ from .keypoints import StereoKeypoints
 from .pipeline import LocalizerConfig
 
 __all__ = ["Keyframe", "Correspondences", "Guide", "PosePrior", "KeypointFrame", "covariances", "usable",
-           "camera_of", "search_windows"]
+           "camera_of", "search_windows", "one_per_pixel"]
 
 
 @dataclass
@@ -59,13 +59,38 @@ class Keyframe:
 class Correspondences:
     """Live points ``src (N, 3)`` with covariances ``S_src (N, 3, 3)`` matched to keyframe points
     ``index (N,)``; ``searched``: how many live (keypoint frames) or keyframe (dense) keypoints
-    took part; ``camera``: the live stereo camera (None: unknown)."""
+    took part; ``camera``: the live stereo camera (None: unknown); ``uv (N, 2)`` the live pixels
+    and ``score (N,)`` the descriptor similarities (None: not known)."""
 
     src: np.ndarray
     S_src: np.ndarray
     index: np.ndarray
     searched: int
     camera: StereoCamera | None = None
+    uv: np.ndarray | None = None
+    score: np.ndarray | None = None
+
+    def take(self, keep: np.ndarray) -> "Correspondences":
+        """The correspondences where ``keep`` (a mask or indices)."""
+        sub = lambda a: None if a is None else a[keep]  # noqa: E731
+        return Correspondences(self.src[keep], self.S_src[keep], self.index[keep], self.searched, self.camera,
+                               sub(self.uv), sub(self.score))
+
+
+def one_per_pixel(uv: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Indices keeping, of the matches that landed on the same live pixel, the most similar one.
+
+    Keypoints of several keyframes (or two close ones of one keyframe) that see the same point find
+    the same live pixel: kept together, the live measurement's noise would count twice and the pose
+    covariance would claim a precision the data do not have."""
+    if len(uv) == 0:
+        return np.zeros(0, dtype=np.int64)
+    cell = np.floor(uv).astype(np.int64)
+    key = cell[:, 1] * (int(cell[:, 0].max()) + 2) + cell[:, 0]
+    order = np.lexsort((-score, key))                     # by pixel, most similar first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = key[order[1:]] != key[order[:-1]]
+    return np.sort(order[first])
 
 
 @dataclass
@@ -137,24 +162,26 @@ class KeypointFrame:
     def __init__(self, keypoints: StereoKeypoints, config: LocalizerConfig | None = None):
         self.keypoints = keypoints
         self.config = config or LocalizerConfig()
-        self.points, self.sigma, _, self.descriptors = usable(keypoints)
+        self.points, self.sigma, ok, self.descriptors = usable(keypoints)
+        self.uv = keypoints.uv[0].detach().cpu().numpy().astype(np.float64)[ok]
         self.camera = camera_of(keypoints)
 
     @property
     def descriptor_dim(self) -> int:
         return int(self.keypoints.descriptors.shape[-1])
 
-    def correspond(self, kf: Keyframe, prior: PosePrior | None = None) -> Correspondences:
-        """Mutual nearest neighbours with the ratio test (``prior`` is not used)."""
+    def correspond(self, kf: Keyframe, prior: PosePrior | None = None, same_drive: bool = False) -> Correspondences:
+        """Mutual nearest neighbours with the ratio test (``prior`` and ``same_drive`` are not used)."""
         from .matching import hard_match
 
         n = len(self.points)
         if n == 0 or len(kf.points) == 0:
             return Correspondences(np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros(0, dtype=np.int64), n)
-        idx, matched, _ = hard_match(self.descriptors, kf.descriptors[None], ratio=self.config.ratio,
-                                     min_similarity=self.config.min_similarity)
+        idx, matched, best = hard_match(self.descriptors, kf.descriptors[None], ratio=self.config.ratio,
+                                        min_similarity=self.config.min_similarity)
         m = matched[0].numpy()
-        return Correspondences(self.points[m], self.sigma[m], idx[0].numpy()[m], n, self.camera)
+        return Correspondences(self.points[m], self.sigma[m], idx[0].numpy()[m], n, self.camera, self.uv[m],
+                               best[0].numpy().astype(np.float64)[m])
 
 
 def search_windows(points: np.ndarray, prior: PosePrior, camera, size: tuple[int, int]):

@@ -349,7 +349,7 @@ class Tracker:
         if frame.descriptor_dim != kf.descriptors.shape[-1]:
             return self._fail(stamp_ns, ERROR, "descriptor length differs from the keyframe's", 0,
                               keyframe=kf.index)
-        corr = frame.correspond(kf, prior)
+        corr = frame.correspond(kf, prior, same_drive=self.config.mode == "odometry")
         search = "keypoints" if isinstance(frame, KeypointFrame) else ("guided" if prior else "exhaustive")
         nm = len(corr.index)
         if nm < self.config.min_matches:
