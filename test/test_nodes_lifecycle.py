@@ -355,3 +355,50 @@ def test_lifecycle_command_drives_a_node(ros):
     assert code == 0 and rn.lifecycle_state == "active", out
     code, out = cli(f"no_such_node_{os.getpid()}", "--timeout", "2")
     assert code == 2 and "no lifecycle node" in out and "Traceback" not in out, out
+
+
+def test_a_pipelined_node_prepares_the_next_item_in_its_own_thread(ros):
+    """PIPELINED nodes (the localization node): ``prepare`` runs in a front worker thread and its
+    result reaches ``_process`` (in the other worker) with the item; an item whose preparation
+    fails is reported with the item itself, counted as an error, and the stream goes on."""
+    from std_msgs.msg import Header
+
+    from sdpr_loc.nodes.managed import ManagedNode, Prepared
+
+    class Item:
+        def __init__(self, value):
+            self.value, self.header = value, Header(frame_id="probe")
+
+    class TwoStage(ManagedNode):
+        PIPELINED = True
+
+        def __init__(self):
+            super().__init__("localization_node", "probe")
+            self.prepared, self.processed, self.errors = [], [], []
+
+        def prepare(self, item):
+            if item.value < 0:
+                raise ValueError(f"cannot prepare {item.value}")
+            self.prepared.append(threading.current_thread().name)
+            return 10 * item.value
+
+        def _process(self, job):
+            assert isinstance(job, Prepared)
+            self.processed.append((job.item.value, job.ready, threading.current_thread().name))
+
+        def _on_error(self, item, exc):
+            self.errors.append((item.value, str(exc)))
+
+    tester, spin = ros
+    node = TwoStage()
+    spin(node)
+    _wait(lambda: node._active, 30, "autostart")
+    for v in (1, -2, 3):
+        node.submit(Item(v))
+        _wait(lambda: node.counts["processed"] >= (1 if v == 1 else 2 if v == -2 else 3), 10, f"item {v}")
+    assert [(v, r) for v, r, _ in node.processed] == [(1, 10), (3, 30)]
+    assert node.errors == [(-2, "cannot prepare -2")] and node.counts["errors"] == 1
+    assert {t for _, _, t in node.processed} == {"localization_node"}
+    assert set(node.prepared) == {"localization_node_front"}
+    node.close()
+    assert not node.front._thread.is_alive() and not node.worker._thread.is_alive()

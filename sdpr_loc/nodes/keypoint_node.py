@@ -98,7 +98,7 @@ class KeypointNode(ManagedNode):
             self.pub_debug.publish(convert.debug_image(left, kp, stamp, frame_id))
         n_valid = int(kp.valid[0].sum()) if kp.valid.numel() else 0
         values = {"stamp_ns": stamp, "keypoints": int(kp.valid.shape[-1]), "valid": n_valid,
-                  "extract_ms": extract_ms, "dropped": self.worker.queue.dropped,
+                  "extract_ms": extract_ms, "dropped": self.queue_drops,
                   "unpaired": self.input.unpaired, "frontend": self.frontend}
         if n_valid < self.min_keypoints_warn:
             self._diag(1, f"only {n_valid} valid keypoints (< {self.min_keypoints_warn}): dark, "
@@ -112,7 +112,7 @@ class KeypointNode(ManagedNode):
         reason = str(exc) if isinstance(exc, FrameError) else f"{type(exc).__name__}: {exc}"
         stamp = stamp_to_ns(job[0].header.stamp)
         self.get_logger().warning(f"frame {stamp}: {reason}", throttle_duration_sec=1.0)
-        self._diag(level, reason, {"stamp_ns": stamp, "dropped": self.worker.queue.dropped})
+        self._diag(level, reason, {"stamp_ns": stamp, "dropped": self.queue_drops})
 
     def _diag(self, level: int, message: str, values: dict) -> None:
         arr = DiagnosticArray(header=convert.header(int(values.get("stamp_ns", 0)), ""),

@@ -15,8 +15,8 @@ around it instead of relocalizing from scratch. Publishes ``pose``, ``odom``, ``
 (:mod:`sdpr_loc.nodes.pose_output`), stamped like the images; a pose whose integrity verdict is
 worse than ``publish_integrity`` (default WARN: FAIL) is not published, its certificate says why.
 With ``camera_to_base`` the pose is the base's (``base_frame``), else the left camera optical
-frame's. Pairs go to one worker thread
-through a one-slot newest-wins queue: the executor only stashes messages. A lifecycle node with a
+frame's. Pairs go through one-slot newest-wins queues to two worker threads: the network runs on
+the next frame while the tracker localizes this one (the executor only stashes messages). A lifecycle node with a
 1 Hz ``/diagnostics`` summary (:mod:`sdpr_loc.nodes.managed`).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .managed import TrackingNode
+from .managed import Prepared, TrackingNode
 from .pose_output import PoseOutputs, camera_pose, parse_extrinsic
 from .runtime import load_map, run, torch_threads
 from .stereo_input import FrameError, StereoInput, warm_up_pair
@@ -45,6 +45,7 @@ class LocalizationNode(TrackingNode):
     lifecycle node (:mod:`sdpr_loc.nodes.managed`): configure loads the model and the map,
     activate subscribes, cleanup releases them (teach: writing the map first)."""
 
+    PIPELINED = True
     TRACKER_KEYS = TrackingNode.TRACKER_KEYS + ("prior_sigma_mps", "prior_sigma_dps", "search_sigmas",
                                                 "search_min_px", "search_max_px")
 
@@ -126,23 +127,31 @@ class LocalizationNode(TrackingNode):
             self._initial_pose = (T_cam, body_covariance(cov_cam, T_cam))
         self.get_logger().info(f"initial pose at x={T[0, 3]:.2f} y={T[1, 3]:.2f} z={T[2, 3]:.2f}")
 
-    # ----- worker -----
-    def _process(self, pair) -> None:
+    # ----- workers: the network on the next frame while this one is localized -----
+    def prepare(self, pair):
+        """Front stage: decode the pair and run the network (and the per-frame half of dense
+        matching, the descriptor norms) on it."""
         left, right, camera, stamp, frame_id = self.input.decode(pair)
+        t0 = time.perf_counter()
+        frame = self.make_frame(left, right, camera)
+        if hasattr(frame, "norm"):
+            frame.norm
+        return frame, stamp, frame_id, 1e3 * (time.perf_counter() - t0)
+
+    def _process(self, job: Prepared) -> None:
+        frame, stamp, frame_id, network_ms = job.ready
         with self._initial_lock:
             initial, self._initial_pose = self._initial_pose, None
         if initial is not None:
             self.tracker.set_pose(initial[0], None, initial[1])
         t0 = time.perf_counter()
-        frame = self.make_frame(left, right, camera)
-        network_ms = 1e3 * (time.perf_counter() - t0)
         res = self.tracker.process(frame, stamp)
         publish = res.T is not None and (res.certified or (self.publish_uncertified and res.trusted))
         publish = publish and publishable(res.integrity, self.p["publish_integrity"])
         if publish:
             self.out.publish(res, frame_id)
         self._certificate(res, frame_id, publish, {"unpaired": self.input.unpaired, "frontend_ms": network_ms,
-                                                  "total_ms": 1e3 * (time.perf_counter() - t0)})
+                                                  "total_ms": network_ms + 1e3 * (time.perf_counter() - t0)})
 
     def _on_error(self, pair, exc: BaseException) -> None:
         level = getattr(exc, "level", ERROR)

@@ -11,6 +11,10 @@
 * ``activate()``: create the subscriptions (input starts flowing). The lifecycle publishers are
   enabled by the base class.
 * ``_process(item)`` / ``_on_error(item, exc)``: one input item, in the worker thread.
+* optionally ``prepare(item)`` (``PIPELINED = True``): the per-item work that shares no state
+  with ``_process`` (decoding, the network), in a front worker thread of its own: it runs on
+  the next frame while ``_process`` localizes this one (two cores, one torch thread each), and
+  ``_process`` gets a :class:`Prepared`.
 * ``release()``: drop the model / map / tracker (cleanup, shutdown, process exit).
 
 Deactivate destroys the subscriptions created by ``activate()``, empties the work queue and
@@ -36,6 +40,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,7 +54,7 @@ from . import convert
 from .params import declare
 from .runtime import Worker
 
-__all__ = ["ManagedNode", "summary_level"]
+__all__ = ["ManagedNode", "Prepared", "summary_level"]
 
 OK, WARN, ERROR = 0, 1, 2
 _COUNTS = ("input", "processed", "errors", "certified", "integrity_ok", "dropped")
@@ -81,6 +86,14 @@ def summary_level(rates: dict[str, float], window_s: float, since_input_s: float
     return level, "; ".join(why) or "running"
 
 
+@dataclass
+class Prepared:
+    """An input ``item`` and what the front stage (:meth:`ManagedNode.prepare`) made of it."""
+
+    item: Any
+    ready: Any
+
+
 class ManagedNode(LifecycleNode):
     """Lifecycle + worker + 1 Hz summary shared by the runtime nodes (see the module docstring).
 
@@ -89,6 +102,7 @@ class ManagedNode(LifecycleNode):
     """
 
     input = None   # the StereoInput of a node fed stereo images (kept over cleanup / configure)
+    PIPELINED = False   # True: prepare() runs in a front worker, overlapping _process of the item before
 
     def __init__(self, name: str, what: str, certifies: bool = False, **node_kwargs: Any) -> None:
         super().__init__(name, **node_kwargs)
@@ -102,9 +116,11 @@ class ManagedNode(LifecycleNode):
         self._last_input: float | None = None
         self._active = False
         self._lock = threading.Lock()                               # held while an item is processed
+        self._front_lock = threading.Lock()                         # ... or prepared
         self._configured: list = []
         self._activated: list = []
         self.worker = Worker(self._work, self._work_error, maxlen=1, name=name)
+        self.front = Worker(self._front_work, self._work_error, maxlen=1, name=f"{name}_front") if self.PIPELINED else None
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._summary_timer = self.create_timer(1.0, self.publish_summary)
         self._autostart_timer = self.create_timer(0.01, self._autostart) if self.p["autostart"] else None
@@ -184,12 +200,13 @@ class ManagedNode(LifecycleNode):
         self._active = False
         self._destroy(self._activated)
         self._activated = []
-        self.worker.queue.clear()
-        with self._lock:                           # the frame in progress finishes (unpublished)
+        for w in self._workers:
+            w.queue.clear()
+        with self._front_lock, self._lock:         # the frame in progress finishes (unpublished)
             pass
 
     def _unconfigure(self) -> None:
-        with self._lock:
+        with self._front_lock, self._lock:
             self.release()
         self._destroy(self._configured)
         self._configured = []
@@ -197,9 +214,19 @@ class ManagedNode(LifecycleNode):
     def close(self) -> None:
         """Process exit (after spinning): stop the worker and release (teach: writes the map)."""
         self._active = False
-        self.worker.stop()
-        with self._lock:
+        for w in self._workers:
+            w.stop()
+        with self._front_lock, self._lock:
             self.release()
+
+    @property
+    def _workers(self) -> list:
+        return [w for w in (self.front, self.worker) if w is not None]
+
+    @property
+    def queue_drops(self) -> int:
+        """Items the work queues dropped (newest wins)."""
+        return sum(w.queue.dropped for w in self._workers)
 
     # ----- entities created by the hooks -----
     def _entities(self) -> list:
@@ -243,7 +270,19 @@ class ManagedNode(LifecycleNode):
         self.counts["input"] += 1
         header = getattr(item, "header", None) or item[0].header
         self.hardware_id = header.frame_id or self.hardware_id
-        self.worker.submit((self._last_input, item))
+        (self.front or self.worker).submit((self._last_input, item))
+
+    def _front_work(self, job) -> None:
+        t_in, item = job
+        with self._front_lock:
+            if not self._active:
+                return
+            try:
+                ready = self.prepare(item)
+            except Exception as exc:  # noqa: BLE001 - reported, never fatal
+                self._failed(t_in, item, exc)
+                return
+        self.worker.submit((t_in, Prepared(item, ready)))
 
     def _work(self, job) -> None:
         t_in, item = job
@@ -253,15 +292,28 @@ class ManagedNode(LifecycleNode):
             try:
                 self._process(item)
             except Exception as exc:  # noqa: BLE001 - reported, never fatal
-                self.counts["errors"] += 1
-                self._on_error(item, exc)
-            finally:
-                self.counts["processed"] += 1
-                self.latency_ms.append((time.monotonic(), 1e3 * (time.monotonic() - t_in)))
+                self._failed(t_in, item.item if isinstance(item, Prepared) else item, exc)
+                return
+            self._done(t_in)
+
+    def _failed(self, t_in: float, item: Any, exc: BaseException) -> None:
+        self.counts["errors"] += 1
+        try:
+            self._on_error(item, exc)
+        finally:
+            self._done(t_in)
+
+    def _done(self, t_in: float) -> None:
+        self.counts["processed"] += 1
+        self.latency_ms.append((time.monotonic(), 1e3 * (time.monotonic() - t_in)))
 
     @staticmethod
     def _work_error(job, exc: BaseException) -> None:   # _on_error itself failed
         traceback.print_exception(exc)
+
+    def prepare(self, item: Any) -> Any:
+        """Front stage of a ``PIPELINED`` node (see the module docstring)."""
+        raise NotImplementedError
 
     def _process(self, item: Any) -> None:
         raise NotImplementedError
@@ -284,7 +336,7 @@ class ManagedNode(LifecycleNode):
     def summary(self) -> tuple[int, str, dict]:
         """(level, message, values) over the last ``diagnostics_window_s``."""
         now, window = time.monotonic(), float(self.p["diagnostics_window_s"])
-        counts = {**self.counts, "dropped": self.worker.queue.dropped + self.extra_drops()}
+        counts = {**self.counts, "dropped": self.queue_drops + self.extra_drops()}
         self._history.append((now, counts))
         while len(self._history) > 1 and self._history[1][0] <= now - window:
             self._history.popleft()
@@ -333,7 +385,7 @@ class TrackingNode(ManagedNode):
         """Count the result and publish its certificate (``extra``: node-specific values)."""
         self.count_result(res)
         self.out.certificate(res, frame_id, published, {"mode": self.p["mode"],
-                                                        "dropped": self.worker.queue.dropped, **(extra or {})})
+                                                        "dropped": self.queue_drops, **(extra or {})})
 
     def tracker_config(self, p: dict) -> TrackerConfig:
         mode = "odometry" if p["mode"] == "teach" else p["mode"]
