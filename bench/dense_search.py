@@ -11,13 +11,18 @@ network, CPU). Measured in the same run on the same frame:
   summed) vs the search it replaced: the full-resolution map (``KeypointNet.dense_descriptors``)
   times the descriptors, then the same peak, second best and sub-pixel position;
 * encoder: the loaded network (channels-last weights) vs the same network in the default layout;
+* stereo pair: what ``DenseFrame`` encodes (the left image, then the right one only to the levels
+  stereo matching uses) vs both images in one batch through every level (what it did before);
+* norm map: ``DenseFrame.norm`` (dot products of neighbouring cells at each level's resolution,
+  blended) vs upsampling every level along x with its channels first (what it did before);
 * guided, mixed window sizes (most 4-5 px, a few up to 16 px, as the tracker's prior gives):
   ``DenseFrame.match`` searching windows in size groups vs all with the widest window.
 
 Each timing is the median of --repeats runs on one encoded frame whose per-frame caches (the norm
 map; the old search's full map) are dropped before each run, so they count; the two exhaustive
 searches alternate. Last lines: ``encoder_ratio``, ``window_groups_ratio``, ``exhaustive_ratio:
-<per-level / full map>`` and ``guided_ratio: <per-level / sampled>`` (below 1: faster than the peer).
+<per-level / full map>``, ``guided_ratio: <per-level / sampled>``, ``stereo_pair_ratio`` and
+``norm_ratio`` (below 1: faster than the peer).
 """
 from __future__ import annotations
 
@@ -127,6 +132,15 @@ def main() -> int:
         t_cl, t_nchw = _medians_ms([lambda: net.encode(both), lambda: nchw.encode(both)], args.repeats)
         enc_diff = max((a - b).abs().max().item() for a, b in zip(net.encode(both).features,
                                                                    nchw.encode(both).features))
+    # the stereo pair as DenseFrame encodes it vs one batch of both through every level
+    levels = int(cfg.stereo_levels)
+    with torch.inference_mode():
+        t_split, t_batch = _medians_ms([lambda: (net.encode(both[:1]), net.encode(both[1:], levels)),
+                                        lambda: net.encode(both)], args.repeats)
+    # the norm map vs the upsampling it replaced
+    t_norm, t_up = _medians_ms([lambda: frame().norm, lambda: upsampled_norm(live_frame.left.features, H, W)],
+                               args.repeats)
+    norm_diff = ((frame().norm - upsampled_norm(live_frame.left.features, H, W)).abs() / frame().norm).max().item()
     # guided windows of mixed sizes (most 4-5 px, a few up to 16 px): searched in size groups vs in one
     radius = rng.choice([4, 5, 6, 8, 12, 16], size=M, p=[0.35, 0.3, 0.15, 0.12, 0.05, 0.03])
     guide = Guide(uv=centre.numpy().astype(np.float64), radius=radius, inside=np.ones(M, dtype=bool))
@@ -159,11 +173,43 @@ def main() -> int:
     print(f"encoder, both images: channels-last weights {t_cl:.1f} ms, default layout {t_nchw:.1f} ms "
           f"(max feature difference {enc_diff:.1e})")
     print(f"guided, mixed window sizes: in size groups {t_g:.1f} ms, all in one {t_one:.1f} ms (same matches: {same})")
+    print(f"stereo pair: left + right to {levels} levels, one image a batch {t_split:.1f} ms, both in one batch, "
+          f"every level {t_batch:.1f} ms")
+    print(f"norm map: neighbouring-cell dots {t_norm:.1f} ms, levels upsampled {t_up:.1f} ms "
+          f"(max relative difference {norm_diff:.1e})")
     print(f"encoder_ratio: {t_cl / t_nchw:.3f}")
     print(f"window_groups_ratio: {t_g / t_one:.3f}")
     print(f"exhaustive_ratio: {t_e / t_f:.3f}")
     print(f"guided_ratio: {t_l / t_s:.3f}")
+    print(f"stereo_pair_ratio: {t_split / t_batch:.3f}")
+    print(f"norm_ratio: {t_norm / t_up:.3f}")
     return 0
+
+
+def upsampled_norm(features, H: int, W: int) -> torch.Tensor:
+    """The norm map as ``DenseFrame`` computed it before: every level upsampled along x with its
+    channels, then the rows blended through their self and neighbour dot products."""
+    import torch.nn.functional as F
+
+    from sdpr_loc.vision.dense import _cells
+
+    sq, total = torch.zeros(H, W), torch.zeros(H, W)
+    with torch.inference_mode():
+        for level, f in enumerate(features):
+            s = 2 ** level
+            if s > 1:
+                f = F.interpolate(f, scale_factor=(1, s), mode="bilinear", align_corners=False)
+            f = f[0, :, :, :W]
+            h = f.shape[1]
+            q = (f * f).sum(0)
+            r = (f * f[:, torch.arange(1, h + 1).clamp(max=h - 1)]).sum(0)
+            y0, y1, b = _cells(torch.arange(H), s, h)
+            a, b = (1 - b)[:, None], b[:, None]
+            sq += a * a * q[y0] + 2 * a * b * r[y0] + b * b * q[y1]
+            c = f.sum(0)
+            total += (1 - b) * c[y0] + b * c[y1]
+    D = sum(f.shape[1] for f in features)
+    return torch.sqrt((sq - total * total / D).clamp_min(1e-24))
 
 
 if __name__ == "__main__":
