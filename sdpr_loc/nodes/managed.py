@@ -273,28 +273,25 @@ class ManagedNode(LifecycleNode):
         (self.front or self.worker).submit((self._last_input, item))
 
     def _front_work(self, job) -> None:
-        t_in, item = job
-        with self._front_lock:
-            if not self._active:
-                return
-            try:
-                ready = self.prepare(item)
-            except Exception as exc:  # noqa: BLE001 - reported, never fatal
-                self._failed(t_in, item, exc)
-                return
-        self.worker.submit((t_in, Prepared(item, ready)))
+        self._stage(job, self._front_lock, self.prepare,
+                    lambda t_in, item, ready: self.worker.submit((t_in, Prepared(item, ready))))
 
     def _work(self, job) -> None:
+        self._stage(job, self._lock, self._process, lambda t_in, item, _: self._done(t_in))
+
+    def _stage(self, job, lock: threading.Lock, run, then) -> None:
+        """One stage of one item: ``run(item)`` under ``lock`` while active, then ``then(t_in, item,
+        result)``; a failure is reported with the input item (``_on_error``) and ends the item."""
         t_in, item = job
-        with self._lock:
+        with lock:
             if not self._active:
                 return
             try:
-                self._process(item)
+                out = run(item)
             except Exception as exc:  # noqa: BLE001 - reported, never fatal
                 self._failed(t_in, item.item if isinstance(item, Prepared) else item, exc)
                 return
-            self._done(t_in)
+        then(t_in, item, out)
 
     def _failed(self, t_in: float, item: Any, exc: BaseException) -> None:
         self.counts["errors"] += 1
