@@ -401,3 +401,32 @@ def test_subpixel_peak_follows_the_flow_of_a_forward_motion(setup):
         assert ok.sum() >= 40
     assert ratio[cfg.subpixel_levels] > 0.83, ratio          # measured 0.88 (soft-argmax: 0.72)
     assert ratio[cfg.subpixel_levels] > ratio[0] + 0.1, ratio
+
+
+def test_a_hurried_frame_skips_the_exhaustive_second_search(setup):
+    """A prior 2 m off with a small covariance: the guided search finds no trusted pose. Unhurried,
+    the frame is searched exhaustively once more and localized; hurried (a newer frame waits, the
+    nodes' real-time case) the guided failure is the answer and no pixel beyond the windows is
+    searched."""
+    from sdpr_loc.data.maps import build_map
+    from sdpr_loc.vision.frontend import make_extractor
+    from sdpr_loc.vision.tracker import Tracker, TrackerConfig
+
+    network, cfg, frames = setup
+    extract, _ = make_extractor("network", device="cpu")
+    kmap = build_map([frames[0], frames[1], frames[3]], extract, every_m=0.01, frontend="network")
+    fr = frames[2]
+    wrong = fr.pose.copy()
+    wrong[:3, 3] += fr.pose[:3, :3] @ np.array([2.0, 0.0, 0.0])      # 2 m to the camera's right
+    for hurry in (True, False):
+        tracker = Tracker(TrackerConfig(mode="map"), kmap, matching=cfg)
+        tracker.set_pose(wrong, None, np.diag([0.02 ** 2] * 3 + [np.radians(0.2) ** 2] * 3))
+        live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
+        guides, match = [], live.match
+        live.match = lambda d, guide=None, *rest, match=match: (guides.append(guide is not None), match(d, guide, *rest))[1]
+        res = tracker.process(live, fr.stamp_ns, hurry=hurry)
+        if hurry:
+            assert all(guides) and res.search == "guided" and not res.trusted, (guides, res.reason)
+        else:
+            assert not all(guides) and res.search == "exhaustive" and res.certified, res.reason
+            assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.25

@@ -107,7 +107,7 @@ class DenseFrame:
         No level is upsampled with its channels: a bilinear blend of four cells has the squared
         norm ``sum_ij w_i w_j f_i . f_j``, so each level needs only the dot products of
         neighbouring cells at its own resolution (self, right, down, both diagonals), blended
-        along x for each cell row, then along y (~3x faster than upsampling the levels).
+        along x for each cell row, then along y (~2x faster than upsampling the levels).
         """
         H, W = self.size
         dev = self._dev

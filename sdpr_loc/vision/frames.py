@@ -162,8 +162,7 @@ class KeypointFrame:
     def __init__(self, keypoints: StereoKeypoints, config: LocalizerConfig | None = None):
         self.keypoints = keypoints
         self.config = config or LocalizerConfig()
-        self.points, self.sigma, ok, self.descriptors = usable(keypoints)
-        self.uv = keypoints.uv[0].detach().cpu().numpy().astype(np.float64)[ok]
+        self.points, self.sigma, _, self.descriptors = usable(keypoints)
         self.camera = camera_of(keypoints)
 
     @property
@@ -177,11 +176,10 @@ class KeypointFrame:
         n = len(self.points)
         if n == 0 or len(kf.points) == 0:
             return Correspondences(np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros(0, dtype=np.int64), n)
-        idx, matched, best = hard_match(self.descriptors, kf.descriptors[None], ratio=self.config.ratio,
-                                        min_similarity=self.config.min_similarity)
+        idx, matched, _ = hard_match(self.descriptors, kf.descriptors[None], ratio=self.config.ratio,
+                                     min_similarity=self.config.min_similarity)
         m = matched[0].numpy()
-        return Correspondences(self.points[m], self.sigma[m], idx[0].numpy()[m], n, self.camera, self.uv[m],
-                               best[0].numpy().astype(np.float64)[m])
+        return Correspondences(self.points[m], self.sigma[m], idx[0].numpy()[m], n, self.camera)
 
 
 def search_windows(points: np.ndarray, prior: PosePrior, camera, size: tuple[int, int]):
