@@ -304,23 +304,25 @@ class DenseFrame:
             pix = torch.stack([U, V], -1).reshape(1, -1, 2).float()
             d = self.network.descriptors(self.left, pix)[0].reshape(M, K, -1)
             return torch.einsum("mkd,md->mk", d, desc)
-        dot, c0 = torch.zeros(M, K, device=desc.device), 0
+        dot, c0 = None, 0
         for level, f in enumerate(self._channels_last):
             h, w, C = f.shape
             d = desc[:, c0:c0 + C]
             c0 += C
+            if level == 0:                     # full resolution: the pixels themselves (inside the image)
+                dot = torch.einsum("mkc,mc->mk", f[V, U], d)
+                continue
             x0, x1, ax = _cells(U, 2 ** level, w)
             y0, y1, ay = _cells(V, 2 ** level, h)
-            if level == 0:                     # full resolution: the pixels themselves
-                dot += torch.einsum("mkc,mc->mk", f[y0, x0], d)
-                continue
             ox, oy = x0.min(1, keepdim=True).values, y0.min(1, keepdim=True).values   # patch corners
             P = int(torch.maximum(x1 - ox, y1 - oy).max()) + 1
             j = torch.arange(P, device=desc.device)
             cx, cy = (ox + j).clamp(max=w - 1), (oy + j).clamp(max=h - 1)              # (M, P)
             cells = torch.einsum("mpqc,mc->mpq", f[cy[:, :, None], cx[:, None, :]], d).reshape(M, P * P)
-            at = lambda y, x: cells.gather(1, (y - oy) * P + (x - ox))  # noqa: E731
-            dot += (1 - ay) * ((1 - ax) * at(y0, x0) + ax * at(y0, x1)) + ay * ((1 - ax) * at(y1, x0) + ax * at(y1, x1))
+            i00, dx, dy = (y0 - oy) * P + (x0 - ox), x1 - x0, (y1 - y0) * P     # corners in the patch
+            top = torch.lerp(cells.gather(1, i00), cells.gather(1, i00 + dx), ax)
+            bottom = torch.lerp(cells.gather(1, i00 + dy), cells.gather(1, i00 + dy + dx), ax)
+            dot += torch.lerp(top, bottom, ay)
         return dot / self.norm[V, U]
 
     def _unique(self, best: Tensor, second: Tensor) -> Tensor:
