@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .frames import Correspondences, Guide, Keyframe, PosePrior, covariances, one_per_pixel, search_windows
+from .frames import Correspondences, Guide, Keyframe, PosePrior, covariances, search_windows
 from .keypoints import StereoKeypoints
 from .matching import as_cameras, stereo_match, stereo_points
 from .network import KeypointNet
@@ -165,9 +165,9 @@ class DenseFrame:
         dm = self.match(kf.descriptors, guide, same_drive)
         ok = dm.valid & np.isfinite(dm.points).all(1) & (dm.points[:, 2] > 0)
         S, m = covariances(dm.inv_cov, ok)
-        corr = Correspondences(dm.points[m], S[m], np.flatnonzero(m), len(kf.points), self.camera, dm.uv[m],
-                               dm.similarity[m])
-        return corr.take(one_per_pixel(corr.uv, corr.score))
+        idx = np.flatnonzero(m)
+        idx = idx[_one_per_pixel(dm.uv[idx], dm.similarity[idx])]
+        return Correspondences(dm.points[idx], S[idx], idx, len(kf.points), self.camera)
 
     def match(self, descriptors: Tensor, guide: Guide | None = None, same_drive: bool = False) -> DenseMatches:
         """Live correspondences of keyframe keypoints with unit ``descriptors (M, D)``: exhaustive
@@ -385,6 +385,20 @@ class DenseFrame:
             out.points[tried], out.inv_cov[tried] = np_(P[0]), np_(Wm[0])
             out.valid[tried] = np_(ok[0] & st.valid[0]).astype(bool)
         return out
+
+
+def _one_per_pixel(uv: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Indices (sorted) keeping, of the matches that landed on the same live pixel, the most
+    similar one: two keyframe keypoints that find the same pixel would count its noise twice and
+    the pose covariance would claim a precision the data do not have."""
+    if len(uv) == 0:
+        return np.zeros(0, dtype=np.int64)
+    cell = np.floor(uv).astype(np.int64)
+    key = cell[:, 1] * (int(cell[:, 0].max()) + 2) + cell[:, 0]
+    order = np.lexsort((-score, key))                     # by pixel, most similar first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = key[order[1:]] != key[order[:-1]]
+    return np.sort(order[first])
 
 
 def _cells(u: Tensor, s: int, n: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -26,7 +26,7 @@ from .keypoints import StereoKeypoints
 from .pipeline import LocalizerConfig
 
 __all__ = ["Keyframe", "Correspondences", "Guide", "PosePrior", "KeypointFrame", "covariances", "usable",
-           "camera_of", "search_windows", "one_per_pixel"]
+           "camera_of", "search_windows"]
 
 
 @dataclass
@@ -59,38 +59,13 @@ class Keyframe:
 class Correspondences:
     """Live points ``src (N, 3)`` with covariances ``S_src (N, 3, 3)`` matched to keyframe points
     ``index (N,)``; ``searched``: how many live (keypoint frames) or keyframe (dense) keypoints
-    took part; ``camera``: the live stereo camera (None: unknown); ``uv (N, 2)`` the live pixels
-    and ``score (N,)`` the descriptor similarities (None: not known)."""
+    took part; ``camera``: the live stereo camera (None: unknown)."""
 
     src: np.ndarray
     S_src: np.ndarray
     index: np.ndarray
     searched: int
     camera: StereoCamera | None = None
-    uv: np.ndarray | None = None
-    score: np.ndarray | None = None
-
-    def take(self, keep: np.ndarray) -> "Correspondences":
-        """The correspondences where ``keep`` (a mask or indices)."""
-        sub = lambda a: None if a is None else a[keep]  # noqa: E731
-        return Correspondences(self.src[keep], self.S_src[keep], self.index[keep], self.searched, self.camera,
-                               sub(self.uv), sub(self.score))
-
-
-def one_per_pixel(uv: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Indices keeping, of the matches that landed on the same live pixel, the most similar one.
-
-    Keypoints of several keyframes (or two close ones of one keyframe) that see the same point find
-    the same live pixel: kept together, the live measurement's noise would count twice and the pose
-    covariance would claim a precision the data do not have."""
-    if len(uv) == 0:
-        return np.zeros(0, dtype=np.int64)
-    cell = np.floor(uv).astype(np.int64)
-    key = cell[:, 1] * (int(cell[:, 0].max()) + 2) + cell[:, 0]
-    order = np.lexsort((-score, key))                     # by pixel, most similar first
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = key[order[1:]] != key[order[:-1]]
-    return np.sort(order[first])
 
 
 @dataclass
