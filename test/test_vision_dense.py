@@ -302,54 +302,51 @@ def _fine_peak(live, desc, U, V, L):
 
 @pytest.mark.parametrize("crop,levels", [((0, 0), 0), ((3, 5), 0), ((0, 0), 2)],
                          ids=["240x320", "padded-237x315", "fine-peak"])
-def test_exhaustive_search_equals_the_full_descriptor_map(setup, crop, levels):
-    """The exhaustive search (per-level dot products upsampled and summed over the norm map; the
-    full map is never built) finds what the full-resolution map finds: the same best cosine, peak
-    pixel, sub-pixel position and ratio test, also on a padded image (levels cropped like
-    ``dense_descriptors`` crops them). Measured: cosines within 2e-6, no peak moved."""
+def test_exhaustive_search_finds_the_peak_of_the_full_descriptor_map(setup, crop, levels):
+    """The whole-image search (coarse grid, then every pixel around its best local maxima; the
+    full map is never built) finds what scoring every pixel of the full-resolution map finds: the
+    same best cosine, peak pixel, sub-pixel position and ratio test for nearly every keypoint,
+    also on a padded image (levels cropped like ``dense_descriptors`` crops them)."""
     network, cfg, frames = setup
     fr = frames[1]
     H, W = fr.left.shape[0] - crop[0], fr.left.shape[1] - crop[1]
     live = DenseFrame(network, fr.left[:H, :W], fr.right[:H, :W], fr.camera, cfg)
     _, _, desc = _valid(DenseFrame(network, frames[0].left, frames[0].right, frames[0].camera, cfg).keypoints)
     uv, best, unique = live._exhaustive(desc, levels)
-    assert "dense" not in live.__dict__
     ref_uv, ref_best, ref_unique, corr = _full_map_search(live, desc, levels)
-    cos = live._cosines(desc).reshape(len(desc), H * W)
-    assert (cos - corr).abs().max() < 1e-5
-    assert (best - ref_best).abs().max() < 1e-5
-    # the same peak pixel, unless the full map ties there to float32 rounding
-    peak = cos.argmax(-1)
-    same = peak == corr.argmax(-1)
-    assert (same | (corr.gather(1, peak[:, None])[:, 0] > ref_best - 1e-5)).all()
-    assert same.float().mean() > 0.99
-    assert (uv - ref_uv)[same].abs().max() < 1e-3
-    assert (unique == ref_unique)[same].all()
+    assert (best <= ref_best + 1e-5).all()          # a cosine of the map, never above its maximum
+    assert (unique == ref_unique).float().mean() > 0.98
+    # what a match is made of (the ratio test passed): the same peak and sub-pixel position;
+    # the peaks that differ are ambiguous ones (the map's best is within 0.005 of another place)
+    same = (uv - ref_uv).abs().max(-1).values < 1e-3
+    assert same[ref_unique].float().mean() > 0.98, same[ref_unique].float().mean()
+    assert ((best - ref_best).abs() < 1e-5)[same].all()
     assert 0 < unique.sum() < len(unique)
 
 
 @pytest.mark.parametrize("config", [dict(levels=3, width=8), dict(descriptor_dim=24)], ids=["3-levels", "projected"])
-def test_exhaustive_cosines_of_other_networks(config):
-    """Any number of levels factors per level; projected descriptors (which do not factor) use
-    the full map. Untrained networks, an odd-sized image (padded)."""
+def test_exhaustive_search_of_other_networks(config):
+    """Any number of levels, projected descriptors (which do not factor per level): the whole-image
+    search finds each descriptor's best cosine of the full map. Untrained networks, descriptors of
+    live pixels, an odd-sized image (padded)."""
     from sdpr_loc.geometry.stereo import StereoCamera
     from sdpr_loc.vision.network import KeypointNet, NetworkConfig
 
     torch.manual_seed(0)
     network = KeypointNet(NetworkConfig(cell=8, **config)).eval()
     g = torch.Generator().manual_seed(1)
-    left, right = torch.rand(45, 70, generator=g), torch.rand(45, 70, generator=g)
+    # smoothed noise: image-like (white noise through an untrained network has no coarse structure)
+    left, right = (torch.nn.functional.avg_pool2d(torch.rand(1, 49, 74, generator=g), 5, 1)[0] for _ in range(2))
     cam = StereoCamera(fx=60.0, fy=60.0, cx=35.0, cy=22.0, baseline=0.2, width=70, height=45)
     live = DenseFrame(network, left, right, cam)
     with torch.inference_mode():
         uv = torch.rand(1, 40, 2, generator=g) * torch.tensor([69.0, 44.0])
         desc = network.descriptors(live.left, uv)[0]
-        full = desc @ network.dense_descriptors(live.left)[0].reshape(-1, 45 * 70)
-        cos = live._cosines(desc).reshape(40, -1)
-    assert (cos - full).abs().max() < 1e-5
-    assert ("dense" in live.__dict__) == (network.project is not None)
+        full = (desc @ network.dense_descriptors(live.left)[0].reshape(-1, 45 * 70)).max(-1).values.numpy()
     m = live.match(desc)
-    assert np.allclose(m.similarity, full.max(-1).values.numpy(), atol=1e-5)
+    assert (m.similarity <= full + 1e-5).all()
+    found = np.abs(m.similarity - full) < 1e-5
+    assert found.mean() > 0.9, found.mean()
 
 
 def test_place_recognition_finds_night_frames_in_a_day_map():

@@ -11,7 +11,9 @@ the live camera, ready for RANSAC and the certified registration.
 
 Two searches, one answer:
 
-* **exhaustive** (no pose prior: start-up, relocalization): every pixel;
+* **exhaustive** (no pose prior: start-up, relocalization): the whole image, coarse to fine:
+  the cosines on a grid of every 4th pixel, then every pixel around the grid's best few local
+  maxima (:meth:`DenseFrame._exhaustive`);
 * **guided** (a pose prior): each keypoint is projected into the live image and only a window of
   ``radius`` pixels around the prediction is searched. Both searches compute the same cosine at a
   pixel, so when the exhaustive peak lies inside the window both return the same pixel and
@@ -24,10 +26,10 @@ and both steps commute with the dot product: for a centred unit keyframe descrip
 network's descriptors are), ``cos(p) = sum_l up_l(d_l . f_l)(p) / n(p)`` where ``d_l . f_l`` is
 taken at each level's own resolution (a level with 8x bigger pixels costs 64x less) and
 ``n(p)``, the norm of the centred concatenation, is the same for every keypoint and computed once
-per frame (:attr:`DenseFrame.norm`). The guided search blends ``d_l . f_l`` at its window pixels,
-the exhaustive one upsamples it to every pixel exactly as the map is built. Projected
+per frame (:attr:`DenseFrame.norm`). Window pixels blend ``d_l . f_l`` (:meth:`DenseFrame._correlate`);
+the exhaustive search's grid holds whole descriptors, sampled once per frame. Projected
 descriptors (``descriptor_dim > 0``) do not factor per level: those networks sample whole
-descriptors at the window pixels, and search the full map exhaustively.
+descriptors at the window pixels.
 """
 from __future__ import annotations
 
@@ -91,13 +93,6 @@ class DenseFrame:
             self.left = network.encode(lt)
             self.right = network.encode(rt, int(self.config.stereo_levels))
         self.size = self.left.size                                       # (H, W)
-
-    @cached_property
-    def dense(self) -> Tensor:
-        """(D, H, W) unit descriptors of every pixel: the exhaustive search of projected descriptors
-        only (~0.2 s on 2 CPU cores), which do not factor per level."""
-        with torch.inference_mode():
-            return self.network.dense_descriptors(self.left)[0]
 
     @cached_property
     def norm(self) -> Tensor:
@@ -199,61 +194,74 @@ class DenseFrame:
         return out
 
     WINDOW_GROUPS = (4, 8)     # guided search: keypoints with radius <= 4, <= 8 and above, searched apart
-    MAX_CORRELATIONS = 1 << 24  # correlation entries held at once by the exhaustive search
-    CPU_CORRELATIONS = 1 << 21  # on CPU, per chunk: a chunk's correlations stay in cache
+    COARSE_STRIDE = 4          # whole-image search: cosines on a grid of every 4th pixel first,
+    COARSE_PEAKS = 3           # ... then every pixel around the grid's best 3 local maxima
+    MAX_CORRELATIONS = 1 << 22  # grid cosines held at once (large images: descriptors in chunks)
+
+    @cached_property
+    def _grid(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(D, n)`` unit descriptors at every ``COARSE_STRIDE``-th pixel (each level sampled at the
+        pixel, as the full map holds it), with the grid's pixel columns and rows."""
+        H, W = self.size
+        s, dev = self.COARSE_STRIDE, self._dev
+        gu, gv = torch.arange(0, W, s, device=dev), torch.arange(0, H, s, device=dev)
+        pix = torch.stack([gu[None, :].expand(len(gv), -1), gv[:, None].expand(-1, len(gu))], -1)
+        with torch.inference_mode():
+            d = self.network.descriptors(self.left, pix.reshape(1, -1, 2).to(torch.float32))[0]
+        return d.T.contiguous(), gu, gv
 
     def _exhaustive(self, descriptors: Tensor, levels: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-        """(uv (M, 2), best cosine (M,), unique (M,)) over every pixel (:meth:`_cosines`), in chunks
-        of descriptors so large images (KITTI: 1242 x 375) keep the correlation matrix bounded
-        (on CPU, small enough to stay in cache)."""
+        """(uv (M, 2), best cosine (M,), unique (M,)) over the whole image, coarse to fine.
+
+        The cosines on a grid of every ``COARSE_STRIDE``-th pixel (:attr:`_grid`) pick the
+        ``COARSE_PEAKS`` best local maxima; every pixel within ``COARSE_STRIDE`` of them is then
+        scored (:meth:`_correlate`): the best is the peak. The ratio test's second best is the
+        best farther than ``peak_radius`` from the peak among those pixels, a ring of pixels just
+        beyond the peak radius (where a broad peak's flank is highest) and the grid. Night frames
+        against a day map: the peak of scoring every pixel for 2032 of 2034 keypoints and its
+        ratio test for all but 10 (6 of them right), at ~1/3 of the cost (bench/dense_search.py).
+        """
         H, W = self.size
-        budget = self.MAX_CORRELATIONS if self._dev.type != "cpu" else min(self.MAX_CORRELATIONS,
-                                                                            self.CPU_CORRELATIONS)
-        n = max(1, budget // (H * W))
-        if descriptors.shape[0] > n:
+        grid, gu, gv = self._grid
+        n = max(1, self.MAX_CORRELATIONS // grid.shape[1])
+        if descriptors.shape[0] > n:       # large images (KITTI: 1242 x 375): bounded memory
             parts = [self._exhaustive(descriptors[k:k + n], levels) for k in range(0, descriptors.shape[0], n)]
             return tuple(torch.cat(x) for x in zip(*parts))
-        M = descriptors.shape[0]
         cfg, dev = self.config, self._dev
+        s, pr, M = self.COARSE_STRIDE, int(cfg.peak_radius), descriptors.shape[0]
+        desc = descriptors.to(dev, torch.float32)
         with torch.inference_mode():
-            corr = self._cosines(descriptors.to(dev, torch.float32))                         # (M, H, W)
-            # the first maximum in row-major order (corr.max(-1) of the flat map) from the rows'
-            # maxima: amax is vectorised, max with indices is not (CPU: 10x slower)
-            best, bv = corr.amax(-1).max(-1)
-            bu = corr[torch.arange(M, device=dev), bv].max(-1).indices
-            corr = corr.reshape(M, H * W)
-            # second best: the best pixel outside the peak's (2 radius + 1)^2 neighbourhood
-            r = torch.arange(-int(cfg.peak_radius), int(cfg.peak_radius) + 1, device=dev)
-            nu = (bu[:, None, None] + r[None, None, :]).clamp(0, W - 1)
-            nv = (bv[:, None, None] + r[None, :, None]).clamp(0, H - 1)
-            second = corr.scatter(1, (nv * W + nu).reshape(M, -1), -2.0).amax(-1)
+            coarse = (desc @ grid).reshape(M, len(gv), len(gu))
+            pad = F.pad(coarse, (1, 1, 1, 1), value=-2.0)                      # 3 x 3 local maxima
+            top = torch.maximum(torch.maximum(pad[:, :-2], pad[:, 1:-1]), pad[:, 2:])
+            top = torch.maximum(torch.maximum(top[..., :-2], top[..., 1:-1]), top[..., 2:])
+            k = min(self.COARSE_PEAKS, coarse[0].numel())
+            peaks = coarse.masked_fill(coarse < top, -2.0).reshape(M, -1).topk(k, -1).indices   # (M, k)
+            ou, ov = _offsets(s, dev)
+            U = gu[peaks % len(gu)][..., None] + ou                             # (M, k, K)
+            V = gv[peaks // len(gu)][..., None] + ov
+            inside = (U >= 0) & (U < W) & (V >= 0) & (V < H)
+            corr = self._correlate(desc.repeat_interleave(k, 0), U.clamp(0, W - 1).reshape(M * k, -1),
+                                   V.clamp(0, H - 1).reshape(M * k, -1)).reshape(M, k, -1)
+            corr = corr.masked_fill(~inside, -2.0).reshape(M, -1)
+            best, i = corr.max(-1)
+            m = torch.arange(M, device=dev)
+            bu, bv = U.reshape(M, -1)[m, i], V.reshape(M, -1)[m, i]
+            far = lambda u, v: ((u - bu[:, None]).abs() > pr) | ((v - bv[:, None]).abs() > pr)  # noqa: E731
+            second = corr.masked_fill(~far(U.reshape(M, -1), V.reshape(M, -1)), -2.0).amax(-1)
+            ru, rv = _offsets(pr + s - 1, dev)
+            ring = (ru.abs() > pr) | (rv.abs() > pr)
+            RU, RV = bu[:, None] + ru[ring], bv[:, None] + rv[ring]
+            flank = self._correlate(desc, RU.clamp(0, W - 1), RV.clamp(0, H - 1))
+            flank = flank.masked_fill((RU < 0) | (RU >= W) | (RV < 0) | (RV >= H), -2.0)
+            GU, GV = gu[None].expand(len(gv), -1).reshape(1, -1), gv[:, None].expand(-1, len(gu)).reshape(1, -1)
+            second = torch.maximum(second, flank.amax(-1))
+            second = torch.maximum(second, coarse.reshape(M, -1).masked_fill(~far(GU, GV), -2.0).amax(-1))
             w = torch.arange(-int(cfg.subpixel_window), int(cfg.subpixel_window) + 1, device=dev)
             U = (bu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
             V = (bv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
-            uv = self._peak(descriptors.to(dev, torch.float32), U, V, lambda: corr.gather(1, (V * W + U).reshape(M, -1)),
-                            levels)
+            uv = self._peak(desc, U, V, lambda: self._correlate(desc, U.reshape(M, -1), V.reshape(M, -1)), levels)
         return uv, best, self._unique(best, second)
-
-    def _cosines(self, desc: Tensor) -> Tensor:
-        """Cosine ``(M, H, W)`` of ``desc (M, D)`` with the live descriptor at every pixel (what the
-        full map holds there), without building the map: per level, the dot products at the
-        level's own resolution (the coarsest: 64x fewer pixels), upsampled bilinearly like
-        :meth:`~sdpr_loc.vision.network.KeypointNet.dense_descriptors` (:func:`_upsample_add`),
-        summed, over :attr:`norm`. Projected descriptors: against the :attr:`dense` map."""
-        H, W = self.size
-        if self.network.project is not None:
-            D = self.dense.shape[0]
-            return (desc @ self.dense.reshape(D, H * W)).reshape(-1, H, W)
-        acc, c0 = None, 0
-        for level, f in enumerate(self.left.features):
-            _, C, h, w = f.shape
-            dot = (desc[:, c0:c0 + C] @ f[0].reshape(C, h * w)).reshape(-1, h, w)
-            c0 += C
-            if level == 0:                     # full (padded) resolution
-                acc = dot
-            else:
-                _upsample_add(acc, dot, 2 ** level)
-        return acc[:, :H, :W] / self.norm
 
     def _windowed(self, descriptors: Tensor, uv_pred: np.ndarray, radius: np.ndarray, levels: int = 0
                   ) -> tuple[Tensor, Tensor, Tensor]:
@@ -267,9 +275,7 @@ class DenseFrame:
         cfg, dev = self.config, self.left.features[0].device
         H, W = self.size
         M = descriptors.shape[0]
-        R = int(np.max(radius))
-        o = torch.arange(-R, R + 1, device=dev)
-        ou, ov = o[None, :].expand(len(o), -1).reshape(-1), o[:, None].expand(-1, len(o)).reshape(-1)
+        ou, ov = _offsets(int(np.max(radius)), dev)
         c = torch.from_numpy(np.rint(uv_pred)).to(dev).long()                 # (M, 2) window centres
         U, V = c[:, :1] + ou[None], c[:, 1:] + ov[None]                        # (M, K)
         rad = torch.from_numpy(np.asarray(radius)).to(dev)[:, None]
@@ -410,27 +416,7 @@ def _cells(u: Tensor, s: int, n: int) -> tuple[Tensor, Tensor, Tensor]:
     return i0, (i0 + 1).clamp(max=n - 1), x - i0
 
 
-def _upsample_add(acc: Tensor, c: Tensor, s: int) -> None:
-    """``acc (m, s h, s w) += c (m, h, w)`` upsampled bilinearly by ``s`` (even), as
-    ``F.interpolate(scale_factor=s, mode='bilinear', align_corners=False)`` does, in place.
-
-    Separable (along x, then y) and by phase: output pixel ``s k + j`` blends cells ``k - 1, k``
-    (``j < s / 2``) or ``k, k + 1`` with weights that depend on ``j`` only (dyadic numbers, exact
-    in float32 as in ``F.interpolate``); at the first and last cell the blend is the cell itself
-    (the clamp). Whole-tensor operations with scalar weights, the y pass straight into ``acc``
-    (no full-size temporary): faster than ``F.interpolate`` on CPU.
-    """
-    m, h, w = c.shape
-    half = s // 2
-    t = [(j + 0.5) / s - 0.5 + (j < half) for j in range(s)]            # weight of the later cell
-    x = c.new_empty(m, h, w, s)
-    for j in range(s):
-        torch.lerp(c[..., :-1], c[..., 1:], t[j], out=x[..., 1:, j] if j < half else x[..., :-1, j])
-    x[..., 0, :half] = c[..., :1]
-    x[..., -1, half:] = c[..., -1:]
-    x = x.reshape(m, h, w * s)
-    a = acc.view(m, h, s, w * s)
-    for j in range(s):
-        (a[:, 1:, j] if j < half else a[:, :-1, j]).add_(x[:, :-1], alpha=1 - t[j]).add_(x[:, 1:], alpha=t[j])
-    a[:, 0, :half] += x[:, 0, None]
-    a[:, -1, half:] += x[:, -1, None]
+def _offsets(r: int, device) -> tuple[Tensor, Tensor]:
+    """Pixel offsets ``(du, dv)`` of a (2 r + 1)^2 window, row-major."""
+    o = torch.arange(-r, r + 1, device=device)
+    return o.repeat(len(o)), o.repeat_interleave(len(o))
