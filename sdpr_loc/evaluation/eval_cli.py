@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--search", default="guided", choices=("guided", "exhaustive"),
                         help="dense matching with a pose prior: windows around the predicted pixels "
-                             "(guided, what the nodes run) or every pixel (exhaustive)")
+                             "(guided, what the nodes run) or the whole image (exhaustive)")
     parser.add_argument("--publish-integrity", default="WARN", choices=("OK", "WARN", "FAIL"),
                         help="worst integrity verdict counted as localized (published), as the nodes' "
                              "publish_integrity (default WARN: FAIL poses are withheld)")

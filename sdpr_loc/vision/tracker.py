@@ -71,7 +71,7 @@ class TrackerConfig:
     registration: str = "certified"     # "certified"; baselines (never certified): "svd" (Horn),
                                         # "local" (Horn init + Gauss-Newton with the stereo covariances)
     guided: bool = True                 # dense frames: search windows around the predicted pixels
-                                        # when there is a prediction (False: every pixel, always)
+                                        # when there is a prediction (False: the whole image, always)
     prior_sigma_mps: float = 0.2        # std of the constant-velocity prediction error, m per s
     prior_sigma_dps: float = 2.0        # ... deg per s (since the last trusted pose)
     search_sigmas: float = 3.0          # guided window half-size: this many pixel std devs
