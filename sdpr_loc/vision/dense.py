@@ -309,14 +309,14 @@ class DenseFrame:
         if self.network.project is not None:   # projected descriptors: sample them whole
             pix = torch.stack([U, V], -1).reshape(1, -1, 2).float()
             d = self.network.descriptors(self.left, pix)[0].reshape(M, K, -1)
-            return torch.einsum("mkd,md->mk", d, desc)
+            return torch.linalg.vecdot(d, desc[:, None])
         dot, c0 = None, 0
         for level, f in enumerate(self._channels_last):
             h, w, C = f.shape
             d = desc[:, c0:c0 + C]
             c0 += C
             if level == 0:                     # full resolution: the pixels themselves (inside the image)
-                dot = torch.einsum("mkc,mc->mk", f[V, U], d)
+                dot = torch.linalg.vecdot(_rows(f, V * w + U), d[:, None])   # (vecdot: ~3x einsum's speed)
                 continue
             x0, x1, ax = _cells(U, 2 ** level, w)
             y0, y1, ay = _cells(V, 2 ** level, h)
@@ -324,12 +324,13 @@ class DenseFrame:
             P = int(torch.maximum(x1 - ox, y1 - oy).max()) + 1
             j = torch.arange(P, device=desc.device)
             cx, cy = (ox + j).clamp(max=w - 1), (oy + j).clamp(max=h - 1)              # (M, P)
-            cells = torch.einsum("mpqc,mc->mpq", f[cy[:, :, None], cx[:, None, :]], d).reshape(M, P * P)
+            cells = torch.linalg.vecdot(_rows(f, cy[:, :, None] * w + cx[:, None, :]), d[:, None, None]).reshape(M, P * P)
             i00, dx, dy = (y0 - oy) * P + (x0 - ox), x1 - x0, (y1 - y0) * P     # corners in the patch
             top = torch.lerp(cells.gather(1, i00), cells.gather(1, i00 + dx), ax)
             bottom = torch.lerp(cells.gather(1, i00 + dy), cells.gather(1, i00 + dy + dx), ax)
             dot += torch.lerp(top, bottom, ay)
-        return dot / self.norm[V, U]
+        W = self.size[1]
+        return dot / self.norm.reshape(-1).index_select(0, (V * W + U).reshape(-1)).reshape(M, K)
 
     def _unique(self, best: Tensor, second: Tensor) -> Tensor:
         dist = lambda s: torch.sqrt((2 - 2 * s).clamp_min(0))  # noqa: E731 (unit vectors)
@@ -355,7 +356,7 @@ class DenseFrame:
         fine = F.normalize(desc[:, :C] - desc[:, :C].mean(-1, keepdim=True), dim=-1)
         pix = torch.stack([U, V], -1).reshape(1, -1, 2).to(torch.float32)
         live = self.network.descriptors(self.left, pix, L)[0].reshape(M, w * w, -1)
-        c = torch.einsum("mkd,md->mk", live, fine).reshape(M, w, w)
+        c = torch.linalg.vecdot(live, fine[:, None]).reshape(M, w, w)
         k = c.reshape(M, -1).argmax(-1)              # the finest levels' best pixel (not on the rim)
         i, j = (k // w).clamp(1, w - 2), (k % w).clamp(1, w - 2)
         m = torch.arange(M, device=c.device)
@@ -420,3 +421,10 @@ def _offsets(r: int, device) -> tuple[Tensor, Tensor]:
     """Pixel offsets ``(du, dv)`` of a (2 r + 1)^2 window, row-major."""
     o = torch.arange(-r, r + 1, device=device)
     return o.repeat(len(o)), o.repeat_interleave(len(o))
+
+
+def _rows(f: Tensor, index: Tensor) -> Tensor:
+    """``f (h, w, C)`` at flat cell indices ``index (...)``: ``(..., C)`` (index_select: ~4x faster
+    on CPU than advanced indexing ``f[v, u]``)."""
+    C = f.shape[-1]
+    return f.reshape(-1, C).index_select(0, index.reshape(-1)).reshape(*index.shape, C)

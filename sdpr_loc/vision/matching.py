@@ -147,7 +147,7 @@ def stereo_match(network: KeypointNet, left: NetOutput, uv: Tensor, right: NetOu
     pos = uv.unsqueeze(2).repeat(1, 1, n, 1)                           # (B, K, n, 2)
     pos[..., 0] = pos[..., 0] - cand
     right_desc = network.descriptors(right, pos.reshape(B, K * n, 2), levels).reshape(B, K, n, -1)
-    corr = torch.einsum("bkd,bknd->bkn", desc, right_desc.to(desc.dtype))
+    corr = torch.linalg.vecdot(right_desc.to(desc.dtype), desc[:, :, None])
     inside = pos[..., 0] >= -0.5
     corr = corr.masked_fill(~inside, -2.0)
     best, j = corr.max(-1)                                             # (B, K)
