@@ -427,3 +427,32 @@ def test_a_hurried_frame_skips_the_exhaustive_second_search(setup):
         else:
             assert not all(guides) and res.search == "exhaustive" and res.certified, res.reason
             assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.25
+
+
+def test_a_hurried_frame_ends_its_search_at_the_first_trusted_candidate(setup):
+    """A right prior: unhurried, every candidate keyframe is registered (none has
+    ``enough_inliers``) and the one with the most inliers wins; hurried (asked when a candidate
+    is trusted: a newer frame has arrived meanwhile) the first trusted one is the answer, as
+    right within the accuracy the tests of the tracker assert."""
+    from sdpr_loc.data.maps import build_map
+    from sdpr_loc.vision.frontend import make_extractor
+    from sdpr_loc.vision.tracker import Tracker, TrackerConfig
+
+    network, cfg, frames = setup
+    extract, _ = make_extractor("network", device="cpu")
+    kmap = build_map([frames[0], frames[1], frames[3]], extract, every_m=0.01, frontend="network")
+    fr = frames[2]
+    tried = {}
+    for hurried in (False, True):
+        tracker = Tracker(TrackerConfig(mode="map", enough_inliers=10_000), kmap, matching=cfg)
+        tracker.set_pose(fr.pose, None, np.diag([0.05 ** 2] * 3 + [np.radians(0.5) ** 2] * 3))
+        live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
+        calls, correspond = [], live.correspond
+        live.correspond = lambda kf, *a, f=correspond, **k: (calls.append(kf.index), f(kf, *a, **k))[1]
+        asked = []
+        res = tracker.process(live, fr.stamp_ns, hurry=lambda: asked.append(1) or hurried)
+        assert res.certified and res.search == "guided", res.reason
+        assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.25
+        tried[hurried] = calls
+        assert asked                                   # asked at the decision, not before the frame
+    assert len(tried[False]) == 3 and len(tried[True]) == 1, tried

@@ -145,7 +145,7 @@ class LocalizationNode(TrackingNode):
         if initial is not None:
             self.tracker.set_pose(initial[0], None, initial[1])
         t0 = time.perf_counter()
-        res = self.tracker.process(frame, stamp, hurry=len(self.worker.queue) > 0)   # a newer frame waits
+        res = self.tracker.process(frame, stamp, hurry=lambda: self.behind)
         publish = res.T is not None and (res.certified or (self.publish_uncertified and res.trusted))
         publish = publish and publishable(res.integrity, self.p["publish_integrity"])
         if publish:

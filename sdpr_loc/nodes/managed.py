@@ -224,6 +224,11 @@ class ManagedNode(LifecycleNode):
         return [w for w in (self.front, self.worker) if w is not None]
 
     @property
+    def behind(self) -> bool:
+        """A newer input waits in a work queue: the node is not keeping up (work may be cut short)."""
+        return any(len(w.queue) > 0 for w in self._workers)
+
+    @property
     def queue_drops(self) -> int:
         """Items the work queues dropped (newest wins)."""
         return sum(w.queue.dropped for w in self._workers)

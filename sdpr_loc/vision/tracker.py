@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -176,14 +177,18 @@ class Tracker:
         self.lost = 0
 
     # ------------------------------------------------------------------------------------------
-    def process(self, frame, stamp_ns: int, hurry: bool = False) -> TrackResult:
+    def process(self, frame, stamp_ns: int, hurry: bool | Callable[[], bool] = False) -> TrackResult:
         """Localize one live frame (a frames.py frame, a DenseFrame, or StereoKeypoints with B = 1,
         taken as a KeypointFrame). Never raises on bad data: it reports it.
 
-        hurry: a newer frame is already waiting (a real-time caller): a frame whose guided search
-        gives no trusted pose is not searched exhaustively once more (0.2-0.4 s on 2 CPU cores);
-        the next frame is searched around a prediction whose uncertainty has grown with the time,
-        and relocalizes after ``max_lost`` frames."""
+        hurry: "a newer frame is waiting" (a real-time caller), or a function asked at each
+        decision: the first trusted candidate keyframe ends the search (no more candidates for
+        more inliers), and a frame whose guided search gives no trusted pose is not searched
+        exhaustively once more (0.1-0.2 s on 2 CPU cores); the next frame is searched around a
+        prediction whose uncertainty has grown with the time, and relocalizes after ``max_lost``
+        frames. Offline evaluation never hurries."""
+        if not callable(hurry):
+            hurry = (lambda: True) if hurry else (lambda: False)
         if isinstance(frame, StereoKeypoints):
             frame = KeypointFrame(frame, self.matching)
         if isinstance(frame, KeypointFrame) and len(frame.points) < self.config.min_inliers:
@@ -256,7 +261,7 @@ class Tracker:
         return ((1 + a / 2) ** 2 + (a / 2) ** 2) * self._pose_cov
 
     # ----- odometry -----
-    def _process_odometry(self, frame, stamp_ns, hurry: bool = False) -> TrackResult:
+    def _process_odometry(self, frame, stamp_ns, hurry: Callable[[], bool]) -> TrackResult:
         cfg = self.config
         if self.keyframe is None or self.lost > cfg.max_lost:
             restart = self.keyframe is not None
@@ -275,7 +280,7 @@ class Tracker:
         pred = self._predict(stamp_ns)
         prior = self._prior(pred, self.keyframe)
         res = self._register(frame, self.keyframe, prior, stamp_ns)
-        if prior is not None and not res.trusted and not isinstance(frame, KeypointFrame) and not hurry:
+        if prior is not None and not res.trusted and not isinstance(frame, KeypointFrame) and not hurry():
             self.lost -= 1                     # the guided try does not count: search everywhere
             res = self._register(frame, self.keyframe, None, stamp_ns)
         cov_left = res.extra.pop("cov_left", None)
@@ -306,7 +311,7 @@ class Tracker:
             self._map_cache[i] = Keyframe.from_keypoints(self.map.keyframe(int(i)), self.map.poses[i], index=int(i))
         return self._map_cache[i]
 
-    def _process_map(self, frame, stamp_ns: int, hurry: bool = False) -> TrackResult:
+    def _process_map(self, frame, stamp_ns: int, hurry: Callable[[], bool]) -> TrackResult:
         """Try the candidate keyframes: nearest the predicted pose (guided search), or when there
         is no prediction the keyframes the frame's keypoints vote for (exhaustive). When no
         guided registration is trusted, the same candidates are searched exhaustively."""
@@ -317,10 +322,10 @@ class Tracker:
         else:   # no motion prediction (the last pose alone is metres off at speed): place recognition
             order = self.map.candidates(frame.keypoints, k=cfg.map_candidates)
         lost = self.lost
-        best = self._best_candidate(frame, order, pred, stamp_ns)
+        best = self._best_candidate(frame, order, pred, stamp_ns, hurry)
         guided = pred is not None and pred[1] is not None and cfg.guided and not isinstance(frame, KeypointFrame)
-        if guided and (best is None or not best.trusted) and not hurry:
-            again = self._best_candidate(frame, order, None, stamp_ns)
+        if guided and (best is None or not best.trusted) and not hurry():
+            again = self._best_candidate(frame, order, None, stamp_ns, hurry)
             if again is not None and (best is None or (again.trusted, again.inliers) > (best.trusted, best.inliers)):
                 best = again
         self.lost = lost                       # one frame, however many candidates failed
@@ -336,14 +341,14 @@ class Tracker:
         best.extra.pop("cov_left", None)
         return best
 
-    def _best_candidate(self, frame, order, pred, stamp_ns: int) -> TrackResult | None:
+    def _best_candidate(self, frame, order, pred, stamp_ns: int, hurry: Callable[[], bool]) -> TrackResult | None:
         cfg, best = self.config, None
         for i in order:
             kf = self._map_keyframe(int(i))
             res = self._register(frame, kf, self._prior(pred, kf), stamp_ns)
             if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
                 best = res
-            if res.trusted and res.inliers >= cfg.enough_inliers and not cfg.exhaustive:
+            if res.trusted and not cfg.exhaustive and (res.inliers >= cfg.enough_inliers or hurry()):
                 break
         return best
 
