@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -166,7 +167,7 @@ def make_T(R: Tensor, t: Tensor) -> Tensor:
     """Homogeneous transform ``(..., 4, 4)`` from ``R (..., 3, 3)`` and ``t (..., 3)``."""
     _check("R", R, (3, 3))
     _check("t", t, (3,))
-    batch = torch.broadcast_shapes(R.shape[:-2], t.shape[:-1])
+    batch = np.broadcast_shapes(tuple(R.shape[:-2]), tuple(t.shape[:-1]))   # torch's: ~0.3 ms a call
     R = R.expand(*batch, 3, 3)
     t = t.expand(*batch, 3)
     top = torch.cat([R, t[..., None]], dim=-1)

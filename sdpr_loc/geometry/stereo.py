@@ -244,9 +244,9 @@ class StereoCamera:
     def _sigma(self, sigma_px: float | Tensor, uvd: Tensor) -> Tensor:
         """Pixel std as a tensor broadcastable to ``uvd.shape[:-1]``; must be positive."""
         sigma = torch.as_tensor(sigma_px, dtype=uvd.dtype, device=uvd.device)
-        try:
-            fits = torch.broadcast_shapes(sigma.shape, uvd.shape[:-1]) == uvd.shape[:-1]
-        except RuntimeError:
+        try:   # numpy's: torch.broadcast_shapes costs ~0.3 ms a call (torch 2.13, CPU)
+            fits = np.broadcast_shapes(tuple(sigma.shape), tuple(uvd.shape[:-1])) == tuple(uvd.shape[:-1])
+        except ValueError:
             fits = False
         if not fits:
             raise ValueError(f"sigma_px must be a float or broadcast to (..., N) = "
