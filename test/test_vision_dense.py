@@ -430,10 +430,11 @@ def test_a_hurried_frame_skips_the_exhaustive_second_search(setup):
 
 
 def test_a_hurried_frame_ends_its_search_at_the_first_trusted_candidate(setup):
-    """A right prior: unhurried, every candidate keyframe is registered (none has
-    ``enough_inliers``) and the one with the most inliers wins; hurried (asked when a candidate
-    is trusted: a newer frame has arrived meanwhile) the first trusted one is the answer, as
-    right within the accuracy the tests of the tracker assert."""
+    """Tracking with a motion prediction: unhurried, every candidate keyframe is registered (none
+    has ``enough_inliers``) and the one with the most inliers wins; hurried (asked when a
+    candidate is trusted: a newer frame has arrived meanwhile) the first trusted one is the
+    answer, right within the tracker tests' accuracy. A relocalization (no prior) tries every
+    candidate however hurried: their agreement is the only check of its pose."""
     from sdpr_loc.data.maps import build_map
     from sdpr_loc.vision.frontend import make_extractor
     from sdpr_loc.vision.tracker import Tracker, TrackerConfig
@@ -441,18 +442,21 @@ def test_a_hurried_frame_ends_its_search_at_the_first_trusted_candidate(setup):
     network, cfg, frames = setup
     extract, _ = make_extractor("network", device="cpu")
     kmap = build_map([frames[0], frames[1], frames[3]], extract, every_m=0.01, frontend="network")
-    fr = frames[2]
+    live = [DenseFrame(network, f.left, f.right, f.camera, cfg) for f in frames[:3]]
     tried = {}
-    for hurried in (False, True):
-        tracker = Tracker(TrackerConfig(mode="map", enough_inliers=10_000), kmap, matching=cfg)
-        tracker.set_pose(fr.pose, None, np.diag([0.05 ** 2] * 3 + [np.radians(0.5) ** 2] * 3))
-        live = DenseFrame(network, fr.left, fr.right, fr.camera, cfg)
-        calls, correspond = [], live.correspond
-        live.correspond = lambda kf, *a, f=correspond, **k: (calls.append(kf.index), f(kf, *a, **k))[1]
-        asked = []
-        res = tracker.process(live, fr.stamp_ns, hurry=lambda: asked.append(1) or hurried)
-        assert res.certified and res.search == "guided", res.reason
-        assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.25
-        tried[hurried] = calls
-        assert asked                                   # asked at the decision, not before the frame
-    assert len(tried[False]) == 3 and len(tried[True]) == 1, tried
+    for kidnapped in (False, True):
+        for hurried in (False, True):
+            tracker = Tracker(TrackerConfig(mode="map", enough_inliers=10_000), kmap, matching=cfg)
+            if not kidnapped:     # two tracked frames: a velocity, so a motion prediction
+                tracker.set_pose(frames[0].pose, frames[0].stamp_ns)
+                for f, fr in zip(live[:2], frames[:2]):
+                    assert tracker.process(f, fr.stamp_ns).certified
+            fr, f = frames[2], DenseFrame(network, frames[2].left, frames[2].right, frames[2].camera, cfg)
+            calls = []
+            f.correspond = lambda kf, *a, g=f.correspond, **k: (calls.append(kf.index), g(kf, *a, **k))[1]
+            res = tracker.process(f, fr.stamp_ns, hurry=lambda: hurried)
+            assert res.certified and res.search == ("exhaustive" if kidnapped else "guided"), res.reason
+            assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.25
+            tried[kidnapped, hurried] = calls
+    assert [len(tried[False, h]) for h in (False, True)] == [3, 1], tried
+    assert [len(tried[True, h]) for h in (False, True)] == [3, 3], tried

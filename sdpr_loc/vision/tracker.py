@@ -182,8 +182,9 @@ class Tracker:
         taken as a KeypointFrame). Never raises on bad data: it reports it.
 
         hurry: "a newer frame is waiting" (a real-time caller), or a function asked at each
-        decision: the first trusted candidate keyframe ends the search (no more candidates for
-        more inliers), and a frame whose guided search gives no trusted pose is not searched
+        decision: the first trusted candidate keyframe ends the search when a motion prediction
+        will check its pose (no more candidates for more inliers; a relocalization still tries
+        them all: their agreement is its check), and a frame whose guided search gives no trusted pose is not searched
         exhaustively once more (0.1-0.2 s on 2 CPU cores); the next frame is searched around a
         prediction whose uncertainty has grown with the time, and relocalizes after ``max_lost``
         frames. Offline evaluation never hurries."""
@@ -322,10 +323,15 @@ class Tracker:
         else:   # no motion prediction (the last pose alone is metres off at speed): place recognition
             order = self.map.candidates(frame.keypoints, k=cfg.map_candidates)
         lost = self.lost
-        best = self._best_candidate(frame, order, pred, stamp_ns, hurry)
+        # hurried, the first trusted candidate ends the search only when a motion prediction will
+        # check its pose (innovation): without one, the other candidates' agreement is the check
+        # (a relocalization stopped at its first candidate published a pose 6.7 m off)
+        predicted = pred is not None and pred[1] is not None and self.velocity is not None
+        stop = hurry if predicted else (lambda: False)
+        best = self._best_candidate(frame, order, pred, stamp_ns, stop)
         guided = pred is not None and pred[1] is not None and cfg.guided and not isinstance(frame, KeypointFrame)
         if guided and (best is None or not best.trusted) and not hurry():
-            again = self._best_candidate(frame, order, None, stamp_ns, hurry)
+            again = self._best_candidate(frame, order, None, stamp_ns, stop)
             if again is not None and (best is None or (again.trusted, again.inliers) > (best.trusted, best.inliers)):
                 best = again
         self.lost = lost                       # one frame, however many candidates failed
