@@ -460,3 +460,30 @@ def test_a_hurried_frame_ends_its_search_at_the_first_trusted_candidate(setup):
             tried[kidnapped, hurried] = calls
     assert [len(tried[False, h]) for h in (False, True)] == [3, 1], tried
     assert [len(tried[True, h]) for h in (False, True)] == [3, 3], tried
+
+
+def test_a_pose_with_no_velocity_behind_it_must_be_reachable_from_the_last_one(setup):
+    """The frame after a start or a relocalization has no motion prediction, only the last
+    trusted pose: a certified pose farther from it than the platform can move in the time between
+    (``max_speed_mps``, ``max_turn_dps``) fails integrity (innovation); one within reach passes."""
+    from sdpr_loc.data.maps import build_map
+    from sdpr_loc.vision.frontend import make_extractor
+    from sdpr_loc.vision.tracker import Tracker, TrackerConfig
+
+    network, cfg, frames = setup
+    extract, _ = make_extractor("network", device="cpu")
+    kmap = build_map([frames[0], frames[1], frames[3]], extract, every_m=0.01, frontend="network")
+    prev, fr = frames[1], frames[2]
+    dt = (fr.stamp_ns - prev.stamp_ns) * 1e-9
+    verdicts = {}
+    for shift in (0.0, 3.0 * 10.0 * dt + 3.0):       # the last pose right, or 3 m beyond 3 sigma of reach
+        last = prev.pose.copy()
+        last[:3, 3] += prev.pose[:3, :3] @ np.array([shift, 0.0, 0.0])
+        tracker = Tracker(TrackerConfig(mode="map"), kmap, matching=cfg)
+        tracker.set_pose(last, prev.stamp_ns)
+        res = tracker.process(DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
+        assert res.certified and np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.25, res.reason
+        verdicts[shift] = (res.integrity, res.integrity_reasons, res.integrity_stats.get("innovation_p"))
+    (ok, _, p_ok), (bad, why, p_bad) = verdicts.values()
+    assert ok == "OK" and p_ok > 1e-3, verdicts
+    assert bad == "FAIL" and any(r.startswith("innovation") for r in why), verdicts

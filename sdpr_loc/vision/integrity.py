@@ -65,6 +65,9 @@ class IntegrityConfig:
         the pose WARNs / FAILs.
     agreement_m: another trusted candidate keyframe's pose farther than this (m) WARNs.
     max_position_std: calibrated 1-sigma position uncertainty above this (m) FAILs.
+    max_speed_mps, max_turn_dps: how fast the platform can move and turn. A pose with no velocity
+        behind it (the frame after a relocalization or a start) is tested for innovation against
+        the last trusted pose, with a 1-sigma motion of a third of these over the time since.
     """
 
     # calibrated on the validation worlds 103 and 104 (night repeat vs day map, learned-certified,
@@ -79,6 +82,8 @@ class IntegrityConfig:
     innovation_alpha_fail: float = 1e-6
     agreement_m: float = 1.0
     max_position_std: float = 0.2
+    max_speed_mps: float = 10.0
+    max_turn_dps: float = 90.0
 
     def __post_init__(self) -> None:
         if not (self.noise_scale > 0 and self.cov_scale > 0):
@@ -88,6 +93,8 @@ class IntegrityConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.alpha_fail > self.alpha_warn:
             raise ValueError("need alpha_fail <= alpha_warn")
+        if not (self.max_speed_mps > 0 and self.max_turn_dps > 0):
+            raise ValueError("max_speed_mps and max_turn_dps must be positive")
         if not 0.0 <= self.min_inlier_ratio <= 1.0:
             raise ValueError(f"min_inlier_ratio must be in [0, 1], got {self.min_inlier_ratio!r}")
 

@@ -173,7 +173,7 @@ class Tracker:
         self.last_T = np.asarray(T, dtype=np.float64)
         self.last_cov = None if cov is None else np.asarray(cov, dtype=np.float64)
         self.last_stamp = stamp_ns
-        self.velocity = None
+        self.velocity, self._pose_cov = None, None
         self.lost = 0
 
     # ------------------------------------------------------------------------------------------
@@ -260,6 +260,20 @@ class Tracker:
             return np.zeros((6, 6))
         a = max((stamp_ns - self.last_stamp) * 1e-9, 0.0) / max(self._velocity_dt, 1e-3)
         return ((1 + a / 2) ** 2 + (a / 2) ** 2) * self._pose_cov
+
+    def _reach(self, stamp_ns: int) -> np.ndarray:
+        """Body covariance of where the platform can be since the last trusted pose when no
+        velocity is known: a third of ``max_speed_mps`` / ``max_turn_dps`` over the elapsed time
+        as 1 sigma, plus the last pose's own error (a relocalized pose 6.7 m from the one a
+        frame before passed every other check)."""
+        icfg = self.config.integrity
+        dt = max((stamp_ns - self.last_stamp) * 1e-9, 0.02)
+        st, sr = icfg.max_speed_mps * dt / 3, math.radians(icfg.max_turn_dps) * dt / 3
+        cov = np.diag([st * st] * 3 + [sr * sr] * 3)
+        for extra in (self.last_cov, self._pose_cov):
+            if extra is not None:
+                cov = cov + extra
+        return cov
 
     # ----- odometry -----
     def _process_odometry(self, frame, stamp_ns, hurry: Callable[[], bool]) -> TrackResult:
@@ -486,6 +500,8 @@ class Tracker:
         if pred is not None and pred[1] is not None and self.velocity is not None:   # a velocity behind it
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], pred[1] + self._prediction_noise(stamp_ns),
                                                                   res.T, Sb)
+        elif pred is not None and self.last_stamp is not None:     # the last trusted pose, no velocity
+            s["innovation"], s["innovation_p"] = integ.innovation(self.last_T, self._reach(stamp_ns), res.T, Sb)
         others = [r for r in tried if r.T is not None and r.trusted]
         if others:
             s["agreement"] = max(integ.mahalanobis(res.T, r.T, Sb + integ.body_covariance(r.covariance, r.T))
