@@ -487,3 +487,29 @@ def test_a_pose_with_no_velocity_behind_it_must_be_reachable_from_the_last_one(s
     (ok, _, p_ok), (bad, why, p_bad) = verdicts.values()
     assert ok == "OK" and p_ok > 1e-3, verdicts
     assert bad == "FAIL" and any(r.startswith("innovation") for r in why), verdicts
+
+
+def test_a_relocalization_needs_more_support_than_tracking(setup):
+    """A relocalized pose (no prior at all) is vouched for by nothing but its own inliers: below
+    ``min_relocalization_inliers`` it FAILs integrity and does not start tracking (the next frame
+    relocalizes again); with enough it is published and tracked from."""
+    import dataclasses
+
+    from sdpr_loc.data.maps import build_map
+    from sdpr_loc.vision.frontend import make_extractor
+    from sdpr_loc.vision.integrity import IntegrityConfig
+    from sdpr_loc.vision.tracker import Tracker, TrackerConfig
+
+    network, cfg, frames = setup
+    extract, _ = make_extractor("network", device="cpu")
+    kmap = build_map([frames[0], frames[1], frames[3]], extract, every_m=0.01, frontend="network")
+    fr = frames[2]
+    for need, verdict in ((IntegrityConfig().min_relocalization_inliers, "OK"), (10_000, "FAIL")):
+        icfg = dataclasses.replace(IntegrityConfig(), min_relocalization_inliers=need)
+        tracker = Tracker(TrackerConfig(mode="map", integrity=icfg), kmap, matching=cfg)
+        res = tracker.process(DenseFrame(network, fr.left, fr.right, fr.camera, cfg), fr.stamp_ns)
+        assert res.certified and res.search == "exhaustive" and res.integrity == verdict, res.integrity_reasons
+        assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.25
+        assert (tracker.last_T is not None) == (verdict == "OK")
+        if verdict == "FAIL":
+            assert any("relocalized" in r for r in res.integrity_reasons), res.integrity_reasons

@@ -65,6 +65,9 @@ class IntegrityConfig:
         the pose WARNs / FAILs.
     agreement_m: another trusted candidate keyframe's pose farther than this (m) WARNs.
     max_position_std: calibrated 1-sigma position uncertainty above this (m) FAILs.
+    min_relocalization_inliers: a relocalized pose (no prior: place recognition) with fewer
+        inliers FAILs and does not start tracking: a repeating structure gave one 6.7 m off with
+        16-22 inliers, consistent and certified.
     max_speed_mps, max_turn_dps: how fast the platform can move and turn. A pose with no velocity
         behind it (the frame after a relocalization or a start) is tested for innovation against
         the last trusted pose, with a 1-sigma motion of a third of these over the time since.
@@ -82,6 +85,7 @@ class IntegrityConfig:
     innovation_alpha_fail: float = 1e-6
     agreement_m: float = 1.0
     max_position_std: float = 0.2
+    min_relocalization_inliers: int = 30
     max_speed_mps: float = 10.0
     max_turn_dps: float = 90.0
 
@@ -182,9 +186,10 @@ def nees(T: np.ndarray, cov_ros: np.ndarray, T_gt: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------------
 # verdict
 # ------------------------------------------------------------------------------------------------
-def assess(s: dict, cfg: IntegrityConfig) -> tuple[str, list[str]]:
+def assess(s: dict, cfg: IntegrityConfig, relocalized: bool = False) -> tuple[str, list[str]]:
     """(verdict, reasons) from the statistics ``s`` (keys as the tracker fills them; missing or
-    NaN statistics are not checked). FAIL beats WARN beats OK."""
+    NaN statistics are not checked). FAIL beats WARN beats OK. ``relocalized``: the pose had no
+    prior at all (place recognition), so nothing but its own support vouches for it."""
     fail, warn = [], []
 
     def ok(key):
@@ -199,6 +204,9 @@ def assess(s: dict, cfg: IntegrityConfig) -> tuple[str, list[str]]:
             warn.append(f"consistency: cost {s['chi2']:.0f} for {s['chi2_dof']} dof (p {s['chi2_p']:.1e})")
     if ok("inliers") and s["inliers"] < cfg.min_inliers:
         fail.append(f"support: {int(s['inliers'])} inliers < {cfg.min_inliers}")
+    elif relocalized and ok("inliers") and s["inliers"] < cfg.min_relocalization_inliers:
+        fail.append(f"support: relocalized (no prior to check it against) with {int(s['inliers'])} inliers "
+                    f"< {cfg.min_relocalization_inliers}")
     if ok("inlier_ratio") and s["inlier_ratio"] < cfg.min_inlier_ratio:
         fail.append(f"support: inlier ratio {s['inlier_ratio']:.2f} < {cfg.min_inlier_ratio:.2f}")
     if ok("innovation_p") and s["innovation_p"] < cfg.innovation_alpha:

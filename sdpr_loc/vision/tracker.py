@@ -352,7 +352,9 @@ class Tracker:
         if best is None:
             return self._fail(stamp_ns, ERROR, "no candidate keyframe (no keypoint votes for one)", 0)
         self._check_integrity(best, stamp_ns, pred)
-        if best.T is not None and best.trusted:
+        # a relocalization that fails integrity does not start tracking (tracked from, a wrong one
+        # is followed consistently, and every later check agrees with it)
+        if best.T is not None and best.trusted and not (pred is None and best.integrity == integ.FAIL):
             self._trusted_pose(best, stamp_ns)
         else:
             self.lost += 1
@@ -507,4 +509,4 @@ class Tracker:
             s["agreement"] = max(integ.mahalanobis(res.T, r.T, Sb + integ.body_covariance(r.covariance, r.T))
                                  for r in others)
             s["agreement_m"] = max(float(np.linalg.norm(r.T[:3, 3] - res.T[:3, 3])) for r in others)
-        res.integrity, res.integrity_reasons = integ.assess(s, self.config.integrity)
+        res.integrity, res.integrity_reasons = integ.assess(s, self.config.integrity, relocalized=pred is None and self.config.mode == "map")
