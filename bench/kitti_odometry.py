@@ -18,7 +18,7 @@ from pathlib import Path
 def main() -> int:
     here = Path(__file__).resolve().parent.parent
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, default=here.parent.parent / "shared" / "data" / "kitti_odometry")
+    ap.add_argument("--root", type=Path, default=here.parent / "shared" / "data" / "kitti_odometry")
     ap.add_argument("--sequences", default="00,01")
     ap.add_argument("--methods", default="orb-certified,orb-svd,opencv-pnp")
     ap.add_argument("--scale", type=float, default=1.0, help="import resize factor (0.5: half resolution)")
