@@ -324,7 +324,8 @@ class DenseFrame:
             P = int(torch.maximum(x1 - ox, y1 - oy).max()) + 1
             j = torch.arange(P, device=desc.device)
             cx, cy = (ox + j).clamp(max=w - 1), (oy + j).clamp(max=h - 1)              # (M, P)
-            cells = torch.linalg.vecdot(_rows(f, cy[:, :, None] * w + cx[:, None, :]), d[:, None, None]).reshape(M, P * P)
+            patch = _rows(f, cy[:, :, None] * w + cx[:, None, :])                     # (M, P, P, C)
+            cells = torch.linalg.vecdot(patch, d[:, None, None]).reshape(M, P * P)
             i00, dx, dy = (y0 - oy) * P + (x0 - ox), x1 - x0, (y1 - y0) * P     # corners in the patch
             top = torch.lerp(cells.gather(1, i00), cells.gather(1, i00 + dx), ax)
             bottom = torch.lerp(cells.gather(1, i00 + dy), cells.gather(1, i00 + dy + dx), ax)

@@ -182,9 +182,9 @@ class Tracker:
         taken as a KeypointFrame). Never raises on bad data: it reports it.
 
         hurry: "a newer frame is waiting" (a real-time caller), or a function asked at each
-        decision: the first trusted candidate keyframe ends the search when a motion prediction
-        will check its pose (no more candidates for more inliers; a relocalization still tries
-        them all: their agreement is its check), and a frame whose guided search gives no trusted pose is not searched
+        decision. Hurried, the first trusted candidate keyframe ends the search when a motion
+        prediction will check its pose (a relocalization still tries them all: their agreement
+        is its check), and a frame whose guided search gives no trusted pose is not searched
         exhaustively once more (0.1-0.2 s on 2 CPU cores); the next frame is searched around a
         prediction whose uncertainty has grown with the time, and relocalizes after ``max_lost``
         frames. Offline evaluation never hurries."""
@@ -509,4 +509,5 @@ class Tracker:
             s["agreement"] = max(integ.mahalanobis(res.T, r.T, Sb + integ.body_covariance(r.covariance, r.T))
                                  for r in others)
             s["agreement_m"] = max(float(np.linalg.norm(r.T[:3, 3] - res.T[:3, 3])) for r in others)
-        res.integrity, res.integrity_reasons = integ.assess(s, self.config.integrity, relocalized=pred is None and self.config.mode == "map")
+        relocalized = pred is None and self.config.mode == "map"
+        res.integrity, res.integrity_reasons = integ.assess(s, self.config.integrity, relocalized)
