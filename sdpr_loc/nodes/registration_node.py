@@ -75,7 +75,7 @@ class RegistrationNode(TrackingNode):
             self._certificate(TrackResult(stamp, ERROR, f"bad keypoint cloud: {err}"), msg.header.frame_id,
                               published=False)
             return
-        res = self.tracker.process(kp, stamp)
+        res = self.tracker.process(kp, stamp, hurry=lambda: self.behind)   # as the localization node
         publish = res.T is not None and (res.certified or self.publish_uncertified)
         publish = publish and publishable(res.integrity, self.p["publish_integrity"])
         if publish:
