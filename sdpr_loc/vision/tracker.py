@@ -261,6 +261,10 @@ class Tracker:
         a = max((stamp_ns - self.last_stamp) * 1e-9, 0.0) / max(self._velocity_dt, 1e-3)
         return ((1 + a / 2) ** 2 + (a / 2) ** 2) * self._pose_cov
 
+    def _velocity_predicted(self, pred) -> bool:
+        """``pred`` (:meth:`_predict`) extrapolates a velocity: its innovation test checks the pose."""
+        return pred is not None and pred[1] is not None and self.velocity is not None
+
     def _reach(self, stamp_ns: int) -> np.ndarray:
         """Body covariance of where the platform can be since the last trusted pose when no
         velocity is known: a third of ``max_speed_mps`` / ``max_turn_dps`` over the elapsed time
@@ -340,8 +344,7 @@ class Tracker:
         # hurried, the first trusted candidate ends the search only when a motion prediction will
         # check its pose (innovation): without one, the other candidates' agreement is the check
         # (a relocalization stopped at its first candidate published a pose 6.7 m off)
-        predicted = pred is not None and pred[1] is not None and self.velocity is not None
-        stop = hurry if predicted else (lambda: False)
+        stop = hurry if self._velocity_predicted(pred) else (lambda: False)
         best = self._best_candidate(frame, order, pred, stamp_ns, stop)
         guided = pred is not None and pred[1] is not None and cfg.guided and not isinstance(frame, KeypointFrame)
         if guided and (best is None or not best.trusted) and not hurry():
@@ -363,14 +366,15 @@ class Tracker:
         best.extra.pop("cov_left", None)
         return best
 
-    def _best_candidate(self, frame, order, pred, stamp_ns: int, hurry: Callable[[], bool]) -> TrackResult | None:
+    def _best_candidate(self, frame, order, pred, stamp_ns: int, stop: Callable[[], bool]) -> TrackResult | None:
+        """The candidate with the most inliers, trusted first; ``stop()`` asked after a trusted one."""
         cfg, best = self.config, None
         for i in order:
             kf = self._map_keyframe(int(i))
             res = self._register(frame, kf, self._prior(pred, kf), stamp_ns)
             if best is None or (res.trusted, res.inliers) > (best.trusted, best.inliers):
                 best = res
-            if res.trusted and not cfg.exhaustive and (res.inliers >= cfg.enough_inliers or hurry()):
+            if res.trusted and not cfg.exhaustive and (res.inliers >= cfg.enough_inliers or stop()):
                 break
         return best
 
@@ -499,7 +503,7 @@ class Tracker:
             return
         s = res.integrity_stats
         Sb = integ.body_covariance(res.covariance, res.T)
-        if pred is not None and pred[1] is not None and self.velocity is not None:   # a velocity behind it
+        if self._velocity_predicted(pred):
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], pred[1] + self._prediction_noise(stamp_ns),
                                                                   res.T, Sb)
         elif pred is not None and self.last_stamp is not None:     # the last trusted pose, no velocity
