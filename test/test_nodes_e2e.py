@@ -81,9 +81,11 @@ def test_stream_in_certified_poses_out(probe):
         assert launch.poll() is None, launch.communicate()[0]
         _wait(lambda: probe.count_publishers("/pose") > 0 and pub.subscribers() > 0, 10, "discovery")
         time.sleep(0.5)
-        for f in frames:
+        for f in frames:   # at 5 Hz, or slower while the nodes are busy (CI shares 2 cores)
             pub.publish_frame(f)
-            time.sleep(0.2)
+            t_next = time.monotonic() + 0.2
+            out.wait_for(lambda got, s=f.stamp_ns: s in got.certificate, 3.0)
+            time.sleep(max(0.0, t_next - time.monotonic()))
         last = frames[-1].stamp_ns
         assert out.wait_for(lambda got: last in got.certificate, 20)
     finally:
@@ -92,7 +94,7 @@ def test_stream_in_certified_poses_out(probe):
     got = out.got
     stamps = {f.stamp_ns for f in frames}
     assert set(got.certificate) <= stamps and set(got.pose) <= set(got.certificate)
-    # keep-last-1 QoS drops stale frames when the CPU is busy (CI shares 2 cores): most get through
+    # keep-last-1 QoS may still drop a frame the nodes were too busy for: most get through
     assert len(got.certificate) >= 2 * len(frames) // 3
     assert len(got.pose) >= 2 * len(frames) // 3 - 1              # all but the origin keyframe (and drops)
     gt = {f.stamp_ns: f.pose for f in frames}

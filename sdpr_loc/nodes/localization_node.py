@@ -134,8 +134,7 @@ class LocalizationNode(TrackingNode):
         left, right, camera, stamp, frame_id = self.input.decode(pair)
         t0 = time.perf_counter()
         frame = self.make_frame(left, right, camera)
-        if hasattr(frame, "norm"):
-            frame.norm
+        frame.precompute()
         return frame, stamp, frame_id, 1e3 * (time.perf_counter() - t0)
 
     def _process(self, job: Prepared) -> None:

@@ -152,6 +152,10 @@ class DenseFrame:
     def descriptor_dim(self) -> int:
         return int(self.network.config.feature_dim)
 
+    def precompute(self) -> None:
+        """The per-frame half of dense matching (the descriptor norms), ahead of any keyframe."""
+        self.norm  # noqa: B018 - a cached_property: computing it is the point
+
     # ------------------------------------------------------------------------------------------
     def correspond(self, kf: Keyframe, prior: PosePrior | None = None, same_drive: bool = False) -> Correspondences:
         """The keyframe's keypoints found in this frame: guided by ``prior``, else exhaustive;

@@ -47,7 +47,7 @@ from sdpr_loc.geometry.se3 import adjoint_np, hat_np, rotation_angle_deg, se3_ex
 from . import integrity as integ
 from .frames import Keyframe, KeypointFrame, PosePrior
 from .keypoints import StereoKeypoints
-from .pipeline import LocalizerConfig
+from .pipeline import LocalizerConfig, ransac_settings
 
 __all__ = ["TrackerConfig", "TrackResult", "Tracker", "OK", "WARN", "ERROR", "MODES"]
 
@@ -420,8 +420,8 @@ class Tracker:
             w = w / w.max()
         T = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]  # noqa: E731
         try:
-            reg, inl = ransac(T(src), T(trg), weights=T(w), inv_cov=T(W0), threshold=mc.ransac_threshold,
-                              iterations=int(mc.ransac_iterations), generator=self._gen, method=cfg.registration)
+            reg, inl = ransac(T(src), T(trg), weights=T(w), inv_cov=T(W0), generator=self._gen,
+                              method=cfg.registration, **ransac_settings(mc))
             R, W = reg.R[0].numpy(), W0
             refit = lambda W, inl: register(T(src), T(trg), weights=inl.to(torch.float64) * T(w),  # noqa: E731
                                             inv_cov=T(W), init=reg.T.detach(), method=cfg.registration)
