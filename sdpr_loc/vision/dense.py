@@ -18,7 +18,9 @@ Two searches, one answer:
   ``radius`` pixels around the prediction is searched. Both searches compute the same cosine at a
   pixel, so when the exhaustive peak lies inside the window both return the same pixel and
   sub-pixel position. A peak on the window's border is not a local maximum of the window (the
-  true one may lie outside): it is rejected.
+  true one may lie outside): it is rejected. Against a keyframe of the same drive (odometry,
+  teach) the guided search scores the finest ``subpixel_levels`` levels only: the coarse levels
+  pull the peak towards the keyframe's pixel as the camera moves forward.
 
 Neither search builds the full-resolution descriptor map (240 numbers a pixel). A dense
 descriptor is the centred, normalised concatenation of the encoder levels upsampled bilinearly,
@@ -93,23 +95,35 @@ class DenseFrame:
             self.left = network.encode(lt)
             self.right = network.encode(rt, int(self.config.stereo_levels))
         self.size = self.left.size                                       # (H, W)
+        self._norms: dict[int, Tensor] = {}
 
-    @cached_property
+    @property
     def norm(self) -> Tensor:
-        """(H, W) norm of the centred concatenated descriptor at every pixel, before normalising:
-        ``sqrt(sum_l |up_l f_l|^2 - (sum_l sum up_l f_l)^2 / D)``.
+        """(H, W) norm of the centred concatenated descriptor at every pixel, before normalising
+        (:meth:`norm_of` all levels)."""
+        return self.norm_of(len(self.left.features))
+
+    def norm_of(self, levels: int) -> Tensor:
+        """(H, W) norm of the centred concatenation of the finest ``levels`` levels at every
+        pixel, before normalising: ``sqrt(sum_l |up_l f_l|^2 - (sum_l sum up_l f_l)^2 / D)``
+        (cached per ``levels``).
 
         No level is upsampled with its channels: a bilinear blend of four cells has the squared
         norm ``sum_ij w_i w_j f_i . f_j``, so each level needs only the dot products of
         neighbouring cells at its own resolution (self, right, down, both diagonals), blended
         along x for each cell row, then along y (~2x faster than upsampling the levels).
         """
+        if levels not in self._norms:
+            self._norms[levels] = self._norm(levels)
+        return self._norms[levels]
+
+    def _norm(self, levels: int) -> Tensor:
         H, W = self.size
         dev = self._dev
         sq, total = torch.zeros(H, W, device=dev), torch.zeros(H, W, device=dev)
         dot = torch.linalg.vecdot
         with torch.inference_mode():
-            for level, f in enumerate(self._channels_last):                      # (h, w, C)
+            for level, f in enumerate(self._channels_last[:levels]):             # (h, w, C)
                 if level == 0:                                                   # full resolution
                     f = f[:H, :W]
                     sq += dot(f, f)
@@ -130,7 +144,7 @@ class DenseFrame:
                 b, mb = b[:, None], 1 - b[:, None]
                 sq += mb * mb * row[y0] + 2 * mb * b * rows[y0] + b * b * row[y0 + 1]
                 total += mb * cx[y0] + b * cx[y0 + 1]
-        D = sum(f.shape[1] for f in self.left.features)
+        D = sum(f.shape[1] for f in self.left.features[:levels])
         return torch.sqrt((sq - total * total / D).clamp_min(1e-24))
 
     @cached_property
@@ -172,7 +186,9 @@ class DenseFrame:
         """Live correspondences of keyframe keypoints with unit ``descriptors (M, D)``: exhaustive
         without ``guide``, else searched in the guide's windows. The sub-pixel peak: the trained
         soft-argmax, or with ``same_drive`` (keyframes of this drive: odometry, teach) the
-        finest ``subpixel_levels`` levels' parabola (:meth:`_peak`)."""
+        finest ``subpixel_levels`` levels' parabola (:meth:`_peak`); a guided ``same_drive``
+        search also takes its peak and ratio test on those levels (the coarse ones hold the peak
+        back when the camera moves forward)."""
         levels = int(self.config.subpixel_levels) if same_drive else 0
         D = self.descriptor_dim
         if descriptors.dim() != 2 or descriptors.shape[1] != D:
@@ -269,7 +285,8 @@ class DenseFrame:
 
     def _windowed(self, descriptors: Tensor, uv_pred: np.ndarray, radius: np.ndarray, levels: int = 0
                   ) -> tuple[Tensor, Tensor, Tensor]:
-        """(uv (M, 2), best cosine (M,), unique (M,)) searched within ``radius`` of ``uv_pred``.
+        """(uv (M, 2), best cosine (M,), unique (M,)) searched within ``radius`` of ``uv_pred``
+        (``levels`` > 0: on the finest this many levels, the cosine theirs).
 
         Two passes of descriptor sampling, all keypoints at once: the integer pixels of each
         keypoint's own window (peak and ratio test), then the sub-pixel window around each peak.
@@ -285,8 +302,10 @@ class DenseFrame:
         rad = torch.from_numpy(np.asarray(radius)).to(dev)[:, None]
         search = (U >= 0) & (U < W) & (V >= 0) & (V < H) & (ou.abs()[None] <= rad) & (ov.abs()[None] <= rad)
         desc = descriptors.to(dev, torch.float32)
+        L = int(levels) if self.network.project is None else 0
         with torch.inference_mode():
-            corr = self._correlate(desc, U.clamp(0, W - 1), V.clamp(0, H - 1)).masked_fill(~search, -2.0)
+            peak_desc = desc if L <= 0 else self._finest(desc, L)
+            corr = self._correlate(peak_desc, U.clamp(0, W - 1), V.clamp(0, H - 1), L).masked_fill(~search, -2.0)
             best, k = corr.max(-1)
             bu, bv = ou[k], ov[k]                                               # peak offsets
             border = (bu.abs() == rad[:, 0]) | (bv.abs() == rad[:, 0])
@@ -300,10 +319,16 @@ class DenseFrame:
             uv = self._peak(desc, GU, GV, lambda: self._correlate(desc, GU.reshape(M, -1), GV.reshape(M, -1)), levels)
         return uv, best, self._unique(best, second) & ~border & search.any(-1)
 
-    def _correlate(self, desc: Tensor, U: Tensor, V: Tensor) -> Tensor:
+    def _finest(self, desc: Tensor, levels: int) -> Tensor:
+        """The finest ``levels`` levels' part of unit descriptors ``desc (M, D)``, centred and normalised."""
+        C = sum(self.network.config.channels[:levels])
+        return F.normalize(desc[:, :C] - desc[:, :C].mean(-1, keepdim=True), dim=-1)
+
+    def _correlate(self, desc: Tensor, U: Tensor, V: Tensor, levels: int = 0) -> Tensor:
         """Cosine ``(M, K)`` of ``desc (M, D)`` with the live descriptors at integer pixels
         ``U, V (M, K)`` in the image (what the full map holds there); each row's pixels lie in a
-        small window.
+        small window. ``levels`` > 0: of the finest this many levels' descriptors (``desc`` is
+        then :meth:`_finest`).
 
         Per level, the dot products are taken once per coarse cell of the patch that covers a
         row's window, then blended bilinearly at the row's pixels: a window of 13 x 13 pixels
@@ -314,8 +339,9 @@ class DenseFrame:
             pix = torch.stack([U, V], -1).reshape(1, -1, 2).float()
             d = self.network.descriptors(self.left, pix)[0].reshape(M, K, -1)
             return torch.linalg.vecdot(d, desc[:, None])
+        L = int(levels) or len(self._channels_last)
         dot, c0 = None, 0
-        for level, f in enumerate(self._channels_last):
+        for level, f in enumerate(self._channels_last[:L]):
             h, w, C = f.shape
             d = desc[:, c0:c0 + C]
             c0 += C
@@ -335,7 +361,7 @@ class DenseFrame:
             bottom = torch.lerp(cells.gather(1, i00 + dy), cells.gather(1, i00 + dy + dx), ax)
             dot += torch.lerp(top, bottom, ay)
         W = self.size[1]
-        return dot / self.norm.reshape(-1).index_select(0, (V * W + U).reshape(-1)).reshape(M, K)
+        return dot / self.norm_of(L).reshape(-1).index_select(0, (V * W + U).reshape(-1)).reshape(M, K)
 
     def _unique(self, best: Tensor, second: Tensor) -> Tensor:
         dist = lambda s: torch.sqrt((2 - 2 * s).clamp_min(0))  # noqa: E731 (unit vectors)
@@ -357,8 +383,7 @@ class DenseFrame:
         M, w, _ = U.shape
         if L <= 0 or self.network.project is not None or M == 0:
             return self._subpixel(cosines(), U, V)
-        C = sum(self.network.config.channels[:L])
-        fine = F.normalize(desc[:, :C] - desc[:, :C].mean(-1, keepdim=True), dim=-1)
+        fine = self._finest(desc, L)
         pix = torch.stack([U, V], -1).reshape(1, -1, 2).to(torch.float32)
         live = self.network.descriptors(self.left, pix, L)[0].reshape(M, w * w, -1)
         c = torch.linalg.vecdot(live, fine[:, None]).reshape(M, w, w)
