@@ -168,7 +168,7 @@ class DenseFrame:
 
     def precompute(self) -> None:
         """The per-frame half of dense matching (the descriptor norms), ahead of any keyframe."""
-        self.norm  # noqa: B018 - a cached_property: computing it is the point
+        self.norm  # noqa: B018 - computed once and cached: computing it is the point
 
     # ------------------------------------------------------------------------------------------
     def correspond(self, kf: Keyframe, prior: PosePrior | None = None, same_drive: bool = False) -> Correspondences:
