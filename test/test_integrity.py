@@ -110,6 +110,25 @@ def test_nees_and_publish_helpers():
         integ.publishable("OK", "maybe")
 
 
+def test_an_innovation_warning_that_another_check_corroborates_fails():
+    """Off the motion prediction (p 1e-5: a warning alone) and doubted by a second check (a
+    candidate 3 m away, or a consistency warning): FAIL, naming both; each warning alone, and a
+    consistency warning with a disagreeing candidate, stays WARN."""
+    cfg = integ.IntegrityConfig()
+    base = {"chi2": 60.0, "chi2_dof": 60, "chi2_p": 0.5, "inliers": 35, "inlier_ratio": 0.6, "position_std": 0.1}
+    off = {"innovation": 34.2, "innovation_p": 1e-5}
+    far = {"agreement_m": 3.1}
+    loose = {"chi2": 100.0, "chi2_p": 4e-3}
+    for extra, n in ((off, 1), (far, 1), (loose, 1), ({**far, **loose}, 2)):
+        verdict, why = integ.assess({**base, **extra}, cfg)
+        assert verdict == integ.WARNING and len(why) == n, why
+    for second in (far, loose):
+        verdict, why = integ.assess({**base, **off, **second}, cfg)
+        assert verdict == integ.FAIL, why
+        assert any(w.startswith("innovation") and "corroborated" in w for w in why)
+        assert any(w.startswith(("agreement", "consistency")) for w in why)
+
+
 def keypoint_frames(K=120, seed=0, noise=(1.0,), shift=None):
     """A keyframe and live keypoint frames (StereoKeypoints, B = 1) of K points 3-12 m ahead with
     stereo covariances (sigma 0.5 px) and unique descriptors; live frame i moves 0.1 i m forward
