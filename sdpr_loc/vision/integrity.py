@@ -212,16 +212,19 @@ def assess(s: dict, cfg: IntegrityConfig, relocalized: bool = False) -> tuple[st
                     f"< {cfg.min_relocalization_inliers}")
     if ok("inlier_ratio") and s["inlier_ratio"] < cfg.min_inlier_ratio:
         fail.append(f"support: inlier ratio {s['inlier_ratio']:.2f} < {cfg.min_inlier_ratio:.2f}")
-    off_course = ""
+    off_course = None    # an innovation warning, and where it stands among the warnings
     if ok("innovation_p") and s["innovation_p"] < cfg.innovation_alpha:
-        off_course = (f"innovation: {s['innovation']:.1f} from the motion prediction "
-                      f"(6 dof, p {s['innovation_p']:.1e})")
-        (fail if s["innovation_p"] < cfg.innovation_alpha_fail else warn).append(off_course)
+        why = f"innovation: {s['innovation']:.1f} from the motion prediction (6 dof, p {s['innovation_p']:.1e})"
+        if s["innovation_p"] < cfg.innovation_alpha_fail:
+            fail.append(why)
+        else:
+            off_course = (len(warn), why)
     if ok("agreement_m") and s["agreement_m"] > cfg.agreement_m:
         warn.append(f"agreement: another keyframe's pose is {s['agreement_m']:.2f} m away")
-    if off_course in warn and len(warn) > 1:
-        warn.remove(off_course)
-        fail.append(f"{off_course}, corroborated by another warning")
+    if off_course is not None and warn:      # another check's warning corroborates it: FAIL
+        fail.append(f"{off_course[1]}, corroborated by another warning")
+    elif off_course is not None:
+        warn.insert(*off_course)
     if ok("position_std") and s["position_std"] > cfg.max_position_std:
         fail.append(f"precision: position std {s['position_std']:.2f} m > {cfg.max_position_std:g} m")
     if fail:
