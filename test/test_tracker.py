@@ -227,3 +227,59 @@ def test_covariances_at_the_fused_points_remove_the_registration_bias():
     fused, se = mean_forward(2)
     assert biased < 0.97                      # the bias this fixes (about -4 %)
     assert abs(fused - 1.0) < max(0.01, 3 * se), (fused, se)
+
+
+class _ScriptedFrame:
+    """A live frame whose guided search (windows around the prior) finds a few far, imprecise
+    matches while the search everywhere finds the keyframe's points well: what a prediction that
+    is off gives. ``searches`` records which searches ran."""
+
+    descriptor_dim = 8
+
+    def __init__(self, T_kf_live, rng):
+        self.T_kf_live, self.rng, self.searches = T_kf_live, rng, []
+
+    def correspond(self, kf, prior=None, same_drive=False):
+        from sdpr_loc.vision.frames import Correspondences
+
+        self.searches.append("guided" if prior is not None else "exhaustive")
+        idx = np.arange(24) if prior is not None else np.arange(len(kf.points))
+        sd = 0.6 if prior is not None else 0.01        # imprecise: far points, wide windows
+        R, t = self.T_kf_live[:3, :3], self.T_kf_live[:3, 3]
+        src = (kf.points[idx] - t) @ R                  # keyframe points in the live camera
+        src = src + sd * self.rng.standard_normal(src.shape)
+        S = np.broadcast_to(np.eye(3) * sd * sd, (len(idx), 3, 3)).copy()
+        return Correspondences(src, S, idx, len(kf.points))
+
+
+def test_a_guided_pose_that_fails_integrity_is_searched_everywhere():
+    """Windows around a wrong prediction give a certified but imprecise pose that FAILs
+    integrity: unhurried, the same keyframe is searched exhaustively and its good pose is the
+    frame's; hurried, the guided pose stands (withheld) and no time is spent."""
+    from sdpr_loc.data.maps import KeyframeMap
+    from sdpr_loc.vision.integrity import FAIL, PASS
+
+    rng = np.random.default_rng(3)
+    K = 80
+    pts = np.c_[rng.uniform(-3, 3, (K, 2)), rng.uniform(4, 9, K)]
+    kp = StereoKeypoints(uv=torch.zeros(1, K, 2), disparity=torch.ones(1, K),
+                         points=torch.tensor(pts, dtype=torch.float32)[None],
+                         inv_cov=(torch.eye(3) * 1e4).expand(1, K, 3, 3).clone(), scores=torch.ones(1, K),
+                         descriptors=torch.nn.functional.normalize(torch.randn(1, K, 8), dim=-1),
+                         valid=torch.ones(1, K, dtype=torch.bool))
+    kmap = KeyframeMap.from_keyframes([(np.eye(4), 0, kp)])
+    T_live = np.eye(4)
+    T_live[:3, :3], T_live[:3, 3] = so3_exp(torch.tensor([0.0, 0.05, 0.0])).numpy(), [0.1, 0.0, 0.4]
+    for hurry in (False, True):
+        tr = Tracker(TrackerConfig(mode="map"), kmap)
+        tr.set_pose(T_live, None, np.eye(6) * 1e-4)
+        frame = _ScriptedFrame(T_live, np.random.default_rng(4))
+        r = tr.process(frame, 10, hurry=hurry)
+        assert r.certified, r.reason
+        if hurry:
+            assert frame.searches == ["guided"] and r.search == "guided"
+            assert r.integrity == FAIL and any("precision" in why for why in r.integrity_reasons)
+        else:
+            assert frame.searches == ["guided", "exhaustive"] and r.search == "exhaustive"
+            assert r.integrity == PASS, r.integrity_reasons
+            assert np.linalg.norm(r.T[:3, 3] - T_live[:3, 3]) < 0.02

@@ -184,10 +184,10 @@ class Tracker:
         hurry: "a newer frame is waiting" (a real-time caller), or a function asked at each
         decision. Hurried, the first trusted candidate keyframe ends the search when a motion
         prediction will check its pose (a relocalization still tries them all: their agreement
-        is its check), and a frame whose guided search gives no trusted pose is not searched
-        exhaustively once more (0.1-0.2 s on 2 CPU cores); the next frame is searched around a
-        prediction whose uncertainty has grown with the time, and relocalizes after ``max_lost``
-        frames. Offline evaluation never hurries."""
+        is its check), and a frame whose guided search gives no pose it would publish (none
+        trusted, or integrity FAIL) is not searched exhaustively once more (0.1-0.2 s on 2 CPU
+        cores); the next frame is searched around a prediction whose uncertainty has grown with
+        the time, and relocalizes after ``max_lost`` frames. Offline evaluation never hurries."""
         if not callable(hurry):
             hurry = (lambda: True) if hurry else (lambda: False)
         if isinstance(frame, StereoKeypoints):
@@ -346,15 +346,20 @@ class Tracker:
         # (a relocalization stopped at its first candidate published a pose 6.7 m off)
         stop = hurry if self._velocity_predicted(pred) else (lambda: False)
         best = self._best_candidate(frame, order, pred, stamp_ns, stop)
+        if best is not None:
+            self._check_integrity(best, stamp_ns, pred)
         guided = pred is not None and pred[1] is not None and cfg.guided and not isinstance(frame, KeypointFrame)
-        if guided and (best is None or not best.trusted) and not hurry():
+        # windows around a wrong prediction find a wrong pose, or too few matches: searched
+        # everywhere, the same candidates give the pose when the windows missed it
+        if guided and (best is None or not best.trusted or best.integrity == integ.FAIL) and not hurry():
             again = self._best_candidate(frame, order, None, stamp_ns, stop)
-            if again is not None and (best is None or (again.trusted, again.inliers) > (best.trusted, best.inliers)):
-                best = again
+            if again is not None:
+                self._check_integrity(again, stamp_ns, pred)   # agreement among these tries only
+                if _better(again, best):
+                    best = again
         self.lost = lost                       # one frame, however many candidates failed
         if best is None:
             return self._fail(stamp_ns, ERROR, "no candidate keyframe (no keypoint votes for one)", 0)
-        self._check_integrity(best, stamp_ns, pred)
         # a relocalization that fails integrity does not start tracking (tracked from, a wrong one
         # is followed consistently, and every later check agrees with it)
         if best.T is not None and best.trusted and not (pred is None and best.integrity == integ.FAIL):
@@ -515,3 +520,14 @@ class Tracker:
             s["agreement_m"] = max(float(np.linalg.norm(r.T[:3, 3] - res.T[:3, 3])) for r in others)
         relocalized = pred is None and self.config.mode == "map"
         res.integrity, res.integrity_reasons = integ.assess(s, self.config.integrity, relocalized)
+
+
+def _better(res: TrackResult, than: TrackResult | None) -> bool:
+    """Whether ``res`` is the frame's pose rather than ``than``: trusted first, then passing
+    integrity; two untrusted ones by their inliers."""
+    if than is None:
+        return True
+    key = lambda r: (r.trusted, r.integrity != integ.FAIL)   # noqa: E731
+    if key(res) != key(than):
+        return key(res) > key(than)
+    return not than.trusted and res.inliers > than.inliers
