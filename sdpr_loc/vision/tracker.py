@@ -298,12 +298,15 @@ class Tracker:
                                keypoints=len(kf.points), new_keyframe=True)
         pred = self._predict(stamp_ns)
         prior = self._prior(pred, self.keyframe)
+        lost = self.lost
         res = self._register(frame, self.keyframe, prior, stamp_ns)
-        if prior is not None and not res.trusted and not isinstance(frame, KeypointFrame) and not hurry():
-            self.lost -= 1                     # the guided try does not count: search everywhere
-            res = self._register(frame, self.keyframe, None, stamp_ns)
-        cov_left = res.extra.pop("cov_left", None)
         self._check_integrity(res, stamp_ns, pred)
+        if prior is not None and not _publishable(res) and not isinstance(frame, KeypointFrame) and not hurry():
+            again = self._register(frame, self.keyframe, None, stamp_ns)   # the guided try does not count
+            self._check_integrity(again, stamp_ns, pred)
+            res = again if _better(again, res) else res
+            self.lost = lost + (res.T is None)
+        cov_left = res.extra.pop("cov_left", None)
         if res.T is None or not res.trusted:
             return res
         self._trusted_pose(res, stamp_ns)
@@ -351,7 +354,7 @@ class Tracker:
         guided = pred is not None and pred[1] is not None and cfg.guided and not isinstance(frame, KeypointFrame)
         # windows around a wrong prediction find a wrong pose, or too few matches: searched
         # everywhere, the same candidates give the pose when the windows missed it
-        if guided and (best is None or not best.trusted or best.integrity == integ.FAIL) and not hurry():
+        if guided and (best is None or not _publishable(best)) and not hurry():
             again = self._best_candidate(frame, order, None, stamp_ns, stop)
             if again is not None:
                 self._check_integrity(again, stamp_ns, pred)   # agreement among these tries only
@@ -520,6 +523,11 @@ class Tracker:
             s["agreement_m"] = max(float(np.linalg.norm(r.T[:3, 3] - res.T[:3, 3])) for r in others)
         relocalized = pred is None and self.config.mode == "map"
         res.integrity, res.integrity_reasons = integ.assess(s, self.config.integrity, relocalized)
+
+
+def _publishable(res: TrackResult) -> bool:
+    """Trusted and not failing integrity: a pose the frame would publish by default."""
+    return res.trusted and res.integrity != integ.FAIL
 
 
 def _better(res: TrackResult, than: TrackResult | None) -> bool:
