@@ -67,6 +67,7 @@ class LocalizationNode(TrackingNode):
                                                  max_disparity=int(p["max_disparity"]), sigma_px=float(p["sigma_px"]))
         self.frontend = what
         self.tracker = Tracker(self.tracker_config(p), keyframe_map, matching=cfg, record=p["mode"] == "teach")
+        self.same_drive = self.tracker.same_drive     # what the front stage precomputes for
         self.parent = p["map_frame"] if p["mode"] == "map" else p["odom_frame"]
         self.publish_uncertified = bool(p["publish_uncertified"])
         self.out = PoseOutputs(self, self.parent, p["base_frame"], T_cam_base, int(p["max_path_length"]))
@@ -134,7 +135,7 @@ class LocalizationNode(TrackingNode):
         left, right, camera, stamp, frame_id = self.input.decode(pair)
         t0 = time.perf_counter()
         frame = self.make_frame(left, right, camera)
-        frame.precompute()
+        frame.precompute(self.same_drive)
         return frame, stamp, frame_id, 1e3 * (time.perf_counter() - t0)
 
     def _process(self, job: Prepared) -> None:

@@ -166,9 +166,15 @@ class DenseFrame:
     def descriptor_dim(self) -> int:
         return int(self.network.config.feature_dim)
 
-    def precompute(self) -> None:
-        """The per-frame half of dense matching (the descriptor norms), ahead of any keyframe."""
-        self.norm  # noqa: B018 - computed once and cached: computing it is the point
+    def precompute(self, same_drive: bool = False) -> None:
+        """The per-frame half of dense matching ahead of any keyframe: the descriptor norms a
+        guided search reads (all levels; for ``same_drive`` keyframes the finest, :meth:`match`)."""
+        self.norm_of(self._levels(same_drive) or len(self.left.features))
+
+    def _levels(self, same_drive: bool) -> int:
+        """Levels the peak is taken on: the finest ``subpixel_levels`` for keyframes of this drive,
+        else 0 (all)."""
+        return int(self.config.subpixel_levels) if same_drive else 0
 
     # ------------------------------------------------------------------------------------------
     def correspond(self, kf: Keyframe, prior: PosePrior | None = None, same_drive: bool = False) -> Correspondences:
@@ -189,7 +195,7 @@ class DenseFrame:
         finest ``subpixel_levels`` levels' parabola (:meth:`_peak`); a guided ``same_drive``
         search also takes its peak and ratio test on those levels (the coarse ones hold the peak
         back when the camera moves forward)."""
-        levels = int(self.config.subpixel_levels) if same_drive else 0
+        levels = self._levels(same_drive)
         D = self.descriptor_dim
         if descriptors.dim() != 2 or descriptors.shape[1] != D:
             raise ValueError(f"descriptors must be (M, {D}), got {tuple(descriptors.shape)}")
@@ -316,7 +322,8 @@ class DenseFrame:
             pu, pv = c[:, 0] + bu, c[:, 1] + bv
             GU = (pu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
             GV = (pv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
-            uv = self._peak(desc, GU, GV, lambda: self._correlate(desc, GU.reshape(M, -1), GV.reshape(M, -1)), levels)
+            uv = self._peak(desc, GU, GV, lambda: self._correlate(desc, GU.reshape(M, -1), GV.reshape(M, -1)), levels,
+                            peak_desc if L > 0 else None)
         return uv, best, self._unique(best, second) & ~border & search.any(-1)
 
     def _finest(self, desc: Tensor, levels: int) -> Tensor:
@@ -367,11 +374,13 @@ class DenseFrame:
         dist = lambda s: torch.sqrt((2 - 2 * s).clamp_min(0))  # noqa: E731 (unit vectors)
         return dist(best) < self.config.ratio * dist(second)
 
-    def _peak(self, desc: Tensor, U: Tensor, V: Tensor, cosines, levels: int = 0) -> Tensor:
+    def _peak(self, desc: Tensor, U: Tensor, V: Tensor, cosines, levels: int = 0, fine: Tensor | None = None
+              ) -> Tensor:
         """Sub-pixel peak ``(M, 2)`` in the windows of integer pixels ``U, V (M, w, w)`` around each
         keypoint's best pixel: the trained soft-argmax of ``cosines()`` (the full descriptor's,
         (M, w * w)), or for ``levels`` > 0 a parabola through the cosines of the finest ``levels``
-        levels (their part of the descriptor, centred and normalised), along u and along v at the
+        levels (their part of the descriptor, centred and normalised: ``fine`` when the caller has
+        it), along u and along v at the
         window's best pixel off its rim (projected descriptors: always the soft-argmax).
 
         Why two: the coarse levels see a neighbourhood that grows as the camera moves towards it
@@ -383,7 +392,7 @@ class DenseFrame:
         M, w, _ = U.shape
         if L <= 0 or self.network.project is not None or M == 0:
             return self._subpixel(cosines(), U, V)
-        fine = self._finest(desc, L)
+        fine = self._finest(desc, L) if fine is None else fine
         pix = torch.stack([U, V], -1).reshape(1, -1, 2).to(torch.float32)
         live = self.network.descriptors(self.left, pix, L)[0].reshape(M, w * w, -1)
         c = torch.linalg.vecdot(live, fine[:, None]).reshape(M, w, w)

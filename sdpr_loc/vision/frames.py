@@ -10,8 +10,8 @@ covariances) paired with keyframe keypoints. Two kinds, one interface:
   there is one (:func:`search_windows`), exhaustive when there is none.
 
 Both expose ``keypoints`` (the frame's own :class:`StereoKeypoints`: a new keyframe, place
-recognition), ``descriptor_dim``, ``correspond(keyframe, prior)`` and ``precompute()`` (the
-per-frame work that needs no keyframe, for a caller that does it ahead: a node's front stage).
+recognition), ``descriptor_dim``, ``correspond(keyframe, prior, same_drive)`` and ``precompute(same_drive)``
+(the per-frame work that needs no keyframe, for a caller that does it ahead: a node's front stage).
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ class KeypointFrame:
     def descriptor_dim(self) -> int:
         return int(self.keypoints.descriptors.shape[-1])
 
-    def precompute(self) -> None:
+    def precompute(self, same_drive: bool = False) -> None:
         """Nothing left to do ahead: the keypoints are the frame."""
 
     def correspond(self, kf: Keyframe, prior: PosePrior | None = None, same_drive: bool = False) -> Correspondences:

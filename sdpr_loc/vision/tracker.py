@@ -155,6 +155,11 @@ class Tracker:
         self._tried: list[TrackResult] = []     # this frame's registrations (integrity: agreement)
         self.reset()
 
+    @property
+    def same_drive(self) -> bool:
+        """Keyframes are earlier frames of this drive (odometry, teach), not a map's."""
+        return self.config.mode == "odometry"
+
     def reset(self) -> None:
         """Forget the trajectory (keyframe, last poses, velocity); the map and recordings stay."""
         self.keyframe, self.last_T, self.lost = None, None, 0
@@ -393,7 +398,7 @@ class Tracker:
         if frame.descriptor_dim != kf.descriptors.shape[-1]:
             return self._fail(stamp_ns, ERROR, "descriptor length differs from the keyframe's", 0,
                               keyframe=kf.index)
-        corr = frame.correspond(kf, prior, same_drive=self.config.mode == "odometry")
+        corr = frame.correspond(kf, prior, same_drive=self.same_drive)
         search = "keypoints" if isinstance(frame, KeypointFrame) else ("guided" if prior else "exhaustive")
         nm = len(corr.index)
         if nm < self.config.min_matches:
