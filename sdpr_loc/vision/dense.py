@@ -379,9 +379,9 @@ class DenseFrame:
         """Sub-pixel peak ``(M, 2)`` in the windows of integer pixels ``U, V (M, w, w)`` around each
         keypoint's best pixel: the trained soft-argmax of ``cosines()`` (the full descriptor's,
         (M, w * w)), or for ``levels`` > 0 a parabola through the cosines of the finest ``levels``
-        levels (their part of the descriptor, centred and normalised: ``fine`` when the caller has
-        it), along u and along v at the
-        window's best pixel off its rim (projected descriptors: always the soft-argmax).
+        levels (their part of the descriptor, centred and normalised: ``fine`` when the caller
+        has it), along u and along v at the window's best pixel off its rim (projected
+        descriptors: always the soft-argmax).
 
         Why two: the coarse levels see a neighbourhood that grows as the camera moves towards it
         and hold the peak back (a 2 % zoom's flow is found 0.65 of its length; the two finest
