@@ -531,16 +531,16 @@ class Tracker:
 
 
 def _publishable(res: TrackResult) -> bool:
-    """Trusted and not failing integrity: a pose the frame would publish by default."""
-    return res.trusted and res.integrity != integ.FAIL
+    """Trusted and publishable by default (:func:`~sdpr_loc.vision.integrity.publishable`)."""
+    return res.trusted and integ.publishable(res.integrity)
 
 
 def _better(res: TrackResult, than: TrackResult | None) -> bool:
-    """Whether ``res`` is the frame's pose rather than ``than``: trusted first, then passing
-    integrity; two untrusted ones by their inliers."""
+    """Whether ``res`` is the frame's pose rather than ``than``: trusted first, then publishable
+    by its integrity; two untrusted ones by their inliers."""
     if than is None:
         return True
-    key = lambda r: (r.trusted, r.integrity != integ.FAIL)   # noqa: E731
+    key = lambda r: (r.trusted, integ.publishable(r.integrity))   # noqa: E731
     if key(res) != key(than):
         return key(res) > key(than)
     return not than.trusted and res.inliers > than.inliers
