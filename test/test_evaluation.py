@@ -50,6 +50,14 @@ def test_build_map_and_eval_ground_truth_perfect_case(teach_bag, tmp_path):
     assert all(math.isfinite(float(f["trans_err_m"])) for f in frames if f["localized"] == "1")
     # integrity: localized means published (never a FAIL pose); NEES of every trusted pose
     assert all(f["integrity"] in ("OK", "WARN", "FAIL") for f in frames)
+    # how each pose's matches were found: dense search for the learned dense methods, descriptor
+    # nearest neighbours for the keypoint ones (the first frame has no prior: exhaustive)
+    searched = {f["method"]: set() for f in frames}
+    for f in frames:
+        if f["localized"] == "1":
+            searched[f["method"]].add(f["search"])
+    assert searched["orb-ransac"] == searched["learned-keypoints"] == {"keypoints"}
+    assert "exhaustive" in searched["learned-certified"] and searched["learned-certified"] <= {"guided", "exhaustive"}
     assert not any(f["localized"] == "1" and f["integrity"] == "FAIL" for f in frames)
     cert = [f for f in frames if f["method"] == "learned-certified" and f["localized"] == "1"]
     assert cert and all(float(f["nees"]) >= 0 for f in cert)

@@ -50,7 +50,8 @@ class FrameResult:
 
     localized: the pose is published (trusted and integrity allowed); T is kept for trusted poses
     that integrity withheld too (what no integrity gate would have published). nees: of T with
-    its published ``covariance`` (ROS order, world frame) against ground truth.
+    its published ``covariance`` (ROS order, world frame) against ground truth. search: how the
+    pose's matches were found ("guided", "exhaustive", "keypoints"; "" when none were).
     """
 
     stamp_ns: int
@@ -65,6 +66,7 @@ class FrameResult:
     nees: float = float("nan")
     covariance: np.ndarray | None = None
     stats: dict = field(default_factory=dict)
+    search: str = ""
 
     def errors(self) -> tuple[float, float]:
         """(translation m, rotation deg); inf when not localized."""
@@ -168,7 +170,7 @@ def run_method(name: str, kmap: KeyframeMap, frames: Iterable, model_path: str =
                                localized=ok and publishable(res.integrity, publish_integrity),
                                certified=bool(res.certified), inliers=int(res.inliers), ms=ms, reason=reason,
                                integrity=res.integrity, nees=e, covariance=cov if ok else None,
-                               stats=dict(res.integrity_stats)))
+                               stats=dict(res.integrity_stats), search=res.search))
         if progress is not None:
             progress.update(1)
     return out

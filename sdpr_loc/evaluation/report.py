@@ -84,11 +84,11 @@ def write_csv(path: Path, rows: list[dict], per_frame: dict[str, list[FrameResul
                 et, er = r.errors()
                 p = r.T[:3, 3] if r.T is not None else [float("nan")] * 3
                 yield [name, r.stamp_ns, int(r.localized), int(r.certified), r.integrity, r.nees, r.inliers,
-                       et, er, *p, *r.T_gt[:3, 3], f"{r.ms:.2f}",
+                       et, er, *p, *r.T_gt[:3, 3], f"{r.ms:.2f}", r.search,
                        *(r.stats.get(k, float("nan")) for k in STATS), r.reason]
 
     header = ["method", "stamp_ns", "localized", "certified", "integrity", "nees", "inliers", "trans_err_m",
-              "rot_err_deg", "x", "y", "z", "gt_x", "gt_y", "gt_z", "ms", *STATS, "reason"]
+              "rot_err_deg", "x", "y", "z", "gt_x", "gt_y", "gt_z", "ms", "search", *STATS, "reason"]
     return write_csv_pair(path, COLUMNS, rows, header, frame_rows())
 
 

@@ -183,7 +183,8 @@ def received_results(got, gt: dict, kmap, teach_stamps, teach_poses) -> list:
             T = anchors[k] @ T if k >= 0 else T
         ms = float(cert.get("total_ms", "nan")) if cert else float("nan")
         results.append(FrameResult(stamp_ns=s, T_gt=gt[s], T=T, localized=T is not None, certified=certified,
-                                   inliers=int(cert.get("inliers", 0) or 0), ms=ms, reason=cert.get("message", "")))
+                                   inliers=int(cert.get("inliers", 0) or 0), ms=ms, reason=cert.get("message", ""),
+                                   search=cert.get("search", "")))
     return results
 
 
