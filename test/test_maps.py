@@ -6,6 +6,7 @@ from sdpr_loc.data.maps import KeyframeMap, MapError, build_map
 from sdpr_loc.data.room import StereoRoom
 from sdpr_loc.data.synth import default_camera
 from sdpr_loc.vision.classical import orb_keypoints
+from sdpr_loc.vision.frames import KeypointFrame
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_place_recognition_finds_the_right_keyframe(teach):
         T[0, 3] += 0.15
         left, right = room.stereo(T, cam, gain=0.7)
         kp = orb_keypoints(left, right, cam)
-        hits += int(i in kmap.candidates(kp, k=3))
+        hits += int(i in kmap.candidates(KeypointFrame(kp).place_descriptors, k=3))
     assert hits >= len(kmap) - 1
 
 

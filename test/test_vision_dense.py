@@ -375,8 +375,9 @@ def test_exhaustive_search_of_other_networks(config):
 
 def test_place_recognition_finds_night_frames_in_a_day_map():
     """Relocalization's candidates: for night frames of a route taught by day, a keyframe among the
-    three nearest the true pose is among the three the frame's keypoints vote for (the
-    mean-descriptor signature this replaced found one for 11 of these 16 frames)."""
+    three nearest the true pose is among the three the frame's descriptors (one per keypoint
+    cell) vote for (the mean-descriptor signature this replaced found one for 11 of these 16
+    frames), and the frame runs no detector for them."""
     from sdpr_loc.data.maps import build_map
     from sdpr_loc.vision.frontend import make_extractor, make_frames
 
@@ -386,9 +387,12 @@ def test_place_recognition_finds_night_frames_in_a_day_map():
     extract, _ = make_extractor("network", device="cpu")
     kmap = build_map(teach, extract, every_m=1.0, frontend="network")
     make_frame, _, _ = make_frames("network", "dense", device="cpu")
-    hits = [bool(set(kmap.nearest(f.pose, k=3).tolist())
-                 & set(kmap.candidates(make_frame(f.left, f.right, f.camera).keypoints, k=3).tolist()))
-            for f in night]
+    hits = []
+    for f in night:
+        frame = make_frame(f.left, f.right, f.camera)
+        voted = kmap.candidates(frame.place_descriptors, k=3)
+        hits.append(bool(set(kmap.nearest(f.pose, k=3).tolist()) & set(voted.tolist())))
+        assert "keypoints" not in frame.__dict__       # the detector (cached when run) did not run
     assert len(kmap) >= 8 and sum(hits) >= 15, hits
 
 

@@ -142,16 +142,18 @@ class KeyframeMap:
 
     VOTE_CHUNK = 1 << 16  # map descriptors compared at once by :meth:`candidates`
 
-    def candidates(self, kp: StereoKeypoints, k: int = 5) -> np.ndarray:
-        """Indices (<= k,) of the keyframes most of frame ``kp``'s keypoints (B = 1) point to, best
-        first: each valid keypoint votes for the keyframe holding its nearest map descriptor
-        (cosine), ties broken by the summed similarity. A keyframe of the same place holds the
-        nearest neighbours of many keypoints, day or night; a mean descriptor per keyframe did not
-        tell night places apart (validation worlds 103 / 104, a true keyframe among the first
-        three: 12 / 26 % of night frames against 100 / 96 % by votes). Cost: linear in the map's
-        descriptors, in chunks of :attr:`VOTE_CHUNK`."""
-        v = kp.valid[0].cpu().numpy().astype(bool)
-        q = kp.descriptors[0].detach().cpu().to(torch.float32)[torch.from_numpy(v)]
+    def candidates(self, descriptors, k: int = 5) -> np.ndarray:
+        """Indices (<= k,) of the keyframes most of a frame's unit ``descriptors (N, D)`` (a
+        frame's ``place_descriptors``) point to, best first: each descriptor votes for the
+        keyframe holding its nearest map descriptor (cosine), ties broken by the summed
+        similarity. A keyframe of the same place holds the nearest neighbours of many of them, day
+        or night; a mean descriptor per keyframe did not tell night places apart (validation
+        worlds 103 / 104, a true keyframe among the first three: 12 / 26 % of night frames
+        against 100 / 96 % by votes). Cost: linear in the map's descriptors, in chunks of
+        :attr:`VOTE_CHUNK`."""
+        q = torch.as_tensor(descriptors).detach().cpu().to(torch.float32)
+        if q.dim() != 2:
+            raise ValueError(f"descriptors must be (N, D), got {tuple(q.shape)}")
         if len(self) == 0 or q.shape[0] == 0 or q.shape[1] != self.descriptor_dim:
             return np.zeros(0, dtype=np.int64)
         best = torch.full((q.shape[0],), -2.0)

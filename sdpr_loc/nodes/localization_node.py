@@ -4,7 +4,7 @@ The network runs where the images arrive (CUDA when present, else CPU) and the t
 each frame: dense descriptors never travel over DDS (~20 MB a frame). In ``map`` mode the map's
 keypoints are searched in the live frame's dense descriptors around where the pose prior puts them
 (guided), or everywhere when there is no prior (start-up, lost: relocalization against the
-keyframes the frame's keypoints vote for). ``odometry`` chains frames against the node's own keyframes; ``teach`` does the same
+keyframes the frame's descriptors vote for). ``odometry`` chains frames against the node's own keyframes; ``teach`` does the same
 and records the keyframes, written as a map on ``~/save_map`` (std_srvs/Trigger) and at shutdown.
 
 Subscribes ``stereo/{left,right}/image_rect`` and ``stereo/{left,right}/camera_info``

@@ -166,6 +166,21 @@ class DenseFrame:
     def descriptor_dim(self) -> int:
         return int(self.network.config.feature_dim)
 
+    @cached_property
+    def place_descriptors(self) -> Tensor:
+        """``(N, D)`` descriptors at the centre of every keypoint cell (place recognition): as many
+        as the detector gives, without running it (the decoder and the keypoints' stereo, ~80 ms
+        of a ~320 ms relocalization on 2 CPU cores). Night frames against a day map, a true
+        keyframe among the three voted for: 49 / 50 (validation world 103) and 50 / 50 (world 0)
+        frames, as with the detected keypoints (49 / 50 both)."""
+        H, W = self.size
+        c = int(self.network.config.cell)
+        u, v = torch.arange(c // 2, W, c, device=self._dev), torch.arange(c // 2, H, c, device=self._dev)
+        pix = torch.stack([u[None, :].expand(len(v), -1), v[:, None].expand(-1, len(u))], -1)
+        with torch.inference_mode():
+            d = self.network.descriptors(self.left, pix.reshape(1, -1, 2).to(torch.float32))[0]
+        return d.detach().to("cpu", torch.float32)
+
     def precompute(self, same_drive: bool = False) -> None:
         """The per-frame half of dense matching ahead of any keyframe: the descriptor norms a
         guided search reads (all levels; for ``same_drive`` keyframes the finest, :meth:`match`)."""

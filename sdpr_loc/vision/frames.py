@@ -9,8 +9,8 @@ covariances) paired with keyframe keypoints. Two kinds, one interface:
   frame's dense descriptors (as the network was trained); guided by a :class:`PosePrior` when
   there is one (:func:`search_windows`), exhaustive when there is none.
 
-Both expose ``keypoints`` (the frame's own :class:`StereoKeypoints`: a new keyframe, place
-recognition), ``descriptor_dim``, ``correspond(keyframe, prior, same_drive)`` and
+Both expose ``keypoints`` (the frame's own :class:`StereoKeypoints`: a new keyframe),
+``place_descriptors`` (what it votes for map keyframes with: place recognition), ``descriptor_dim``, ``correspond(keyframe, prior, same_drive)`` and
 ``precompute(same_drive)`` (the per-frame work that needs no keyframe, for a caller that does it
 ahead: a node's front stage).
 """
@@ -145,6 +145,11 @@ class KeypointFrame:
     @property
     def descriptor_dim(self) -> int:
         return int(self.keypoints.descriptors.shape[-1])
+
+    @property
+    def place_descriptors(self) -> torch.Tensor:
+        """``(N, D)`` descriptors of the valid keypoints (place recognition)."""
+        return self.keypoints.descriptors[0][self.keypoints.valid[0]]
 
     def precompute(self, same_drive: bool = False) -> None:
         """Nothing left to do ahead: the keypoints are the frame."""

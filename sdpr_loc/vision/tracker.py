@@ -10,7 +10,7 @@ Modes:
   far enough becomes the next keyframe (``record=True`` keeps them: teaching a map).
 * ``map``: each frame is registered against a keyframe of a :class:`~sdpr_loc.data.maps.KeyframeMap`:
   the keyframes nearest the predicted pose, or (when there is none, or tracking was lost) the ones
-  most of the frame's keypoints point to (nearest map descriptors: place recognition).
+  most of the frame's descriptors point to (nearest map descriptors: place recognition).
 
 Pose prior: a constant-velocity prediction from the last two trusted poses, with an error
 covariance that grows with the time since the last trusted pose (``prior_sigma_mps``,
@@ -340,14 +340,14 @@ class Tracker:
 
     def _process_map(self, frame, stamp_ns: int, hurry: Callable[[], bool]) -> TrackResult:
         """Try the candidate keyframes: nearest the predicted pose (guided search), or when there
-        is no prediction the keyframes the frame's keypoints vote for (exhaustive). When no
+        is no prediction the keyframes the frame's descriptors vote for (exhaustive). When no
         guided registration is trusted, the same candidates are searched exhaustively."""
         cfg = self.config
         pred = self._predict(stamp_ns)
         if pred is not None and pred[1] is not None:
             order = self.map.nearest(pred[0], k=cfg.map_candidates)
         else:   # no motion prediction (the last pose alone is metres off at speed): place recognition
-            order = self.map.candidates(frame.keypoints, k=cfg.map_candidates)
+            order = self.map.candidates(frame.place_descriptors, k=cfg.map_candidates)
         lost = self.lost
         # hurried, the first trusted candidate ends the search only when a motion prediction will
         # check its pose (innovation): without one, the other candidates' agreement is the check
@@ -367,7 +367,7 @@ class Tracker:
                     best = again
         self.lost = lost                       # one frame, however many candidates failed
         if best is None:
-            return self._fail(stamp_ns, ERROR, "no candidate keyframe (no keypoint votes for one)", 0)
+            return self._fail(stamp_ns, ERROR, "no candidate keyframe (no descriptor votes for one)", 0)
         # a relocalization that fails integrity does not start tracking (tracked from, a wrong one
         # is followed consistently, and every later check agrees with it)
         if best.T is not None and best.trusted and not (pred is None and best.integrity == integ.FAIL):
