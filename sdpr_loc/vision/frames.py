@@ -10,9 +10,9 @@ covariances) paired with keyframe keypoints. Two kinds, one interface:
   there is one (:func:`search_windows`), exhaustive when there is none.
 
 Both expose ``keypoints`` (the frame's own :class:`StereoKeypoints`: a new keyframe),
-``place_descriptors`` (what it votes for map keyframes with: place recognition), ``descriptor_dim``, ``correspond(keyframe, prior, same_drive)`` and
-``precompute(same_drive)`` (the per-frame work that needs no keyframe, for a caller that does it
-ahead: a node's front stage).
+``place_descriptors`` (what it votes for map keyframes with: place recognition),
+``descriptor_dim``, ``correspond(keyframe, prior, same_drive)`` and ``precompute(same_drive)``
+(the per-frame work that needs no keyframe, for a caller that does it ahead: a node's front stage).
 """
 from __future__ import annotations
 
