@@ -4,8 +4,8 @@ A night repeat of a synthetic town is relocalized against a map taught by day (p
 CPU). For each night frame, on the same encoded frame, the keyframes it votes for
 (``KeyframeMap.candidates``) from:
 
-* ``DenseFrame.place_descriptors``: one descriptor at the centre of every keypoint cell (what the
-  tracker uses);
+* ``DenseFrame.place_descriptors``: one descriptor at the centre of every keypoint cell, from the
+  whole-image search's grid (what the tracker uses);
 * the frame's detected keypoints (``DenseFrame.keypoints``: the detector's decoder, then stereo
   for each keypoint; what it used before), their valid descriptors.
 
@@ -57,7 +57,7 @@ def main() -> int:
         frame = make_frame(f.left, f.right, f.camera)
         near = set(kmap.nearest(f.pose, k=3).tolist())
         for name, vote in ways.items():
-            for cache in ("place_descriptors", "keypoints"):
+            for cache in ("_grid", "keypoints"):
                 frame.__dict__.pop(cache, None)
             t = time.perf_counter()
             voted = vote(frame)

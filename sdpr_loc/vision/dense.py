@@ -166,20 +166,22 @@ class DenseFrame:
     def descriptor_dim(self) -> int:
         return int(self.network.config.feature_dim)
 
-    @cached_property
+    @property
     def place_descriptors(self) -> Tensor:
-        """``(N, D)`` descriptors at the centre of every keypoint cell (place recognition): as many
-        as the detector gives, without running it (the decoder and the keypoints' stereo, ~80 ms
-        of a ~320 ms relocalization on 2 CPU cores). Night frames against a day map, a true
-        keyframe among the three voted for: 49 / 50 (validation world 103) and 50 / 50 (world 0)
-        frames, as with the detected keypoints (49 / 50 both)."""
+        """``(N, D)`` descriptors at the centre of every keypoint cell (place recognition), taken
+        from the whole-image search's grid (:attr:`_grid`, which the relocalization then searches
+        with; a centre off the grid takes the grid pixel above and left of it): as many as the
+        detector gives, without running it (the decoder and the keypoints' stereo, ~80 ms of a
+        ~320 ms relocalization on 2 CPU cores). Night frames against a day map, a true keyframe
+        among the three voted for: 49 / 50 (validation world 103) and 50 / 50 (world 0) frames, as
+        with the detected keypoints (49 / 50 both)."""
+        grid, gu, gv = self._grid
         H, W = self.size
-        c = int(self.network.config.cell)
-        u, v = torch.arange(c // 2, W, c, device=self._dev), torch.arange(c // 2, H, c, device=self._dev)
-        pix = torch.stack([u[None, :].expand(len(v), -1), v[:, None].expand(-1, len(u))], -1)
-        with torch.inference_mode():
-            d = self.network.descriptors(self.left, pix.reshape(1, -1, 2).to(torch.float32))[0]
-        return d.detach().to("cpu", torch.float32)
+        c, s = int(self.network.config.cell), self.COARSE_STRIDE
+        cols = torch.arange(c // 2, W, c, device=grid.device) // s
+        rows = torch.arange(c // 2, H, c, device=grid.device) // s
+        index = (rows[:, None] * len(gu) + cols[None, :]).reshape(-1)
+        return grid[:, index].T.to("cpu", torch.float32)
 
     def precompute(self, same_drive: bool = False) -> None:
         """The per-frame half of dense matching ahead of any keyframe: the descriptor norms a
