@@ -11,8 +11,10 @@ CPU). For each night frame, on the same encoded frame, the keyframes it votes fo
 
 Each is timed from the encoded frame to the candidate list (the frame's caches dropped before
 each run, the two alternated), and scored by whether a keyframe among the three nearest the true
-pose is among the three voted for. Last line: ``place_recognition_ratio: <cells / keypoints>``
-(below 1: faster than the peer).
+pose is among the three voted for. The vote itself (nearest map descriptor of each cell
+descriptor, numpy's BLAS) is also timed against the same product in torch (``torch.mm``, what
+it used before), on the same descriptors, alternated. Last line:
+``place_recognition_ratio: <cells / keypoints>`` (below 1: faster than the peer).
 """
 from __future__ import annotations
 
@@ -49,7 +51,13 @@ def main() -> int:
         kp = frame.keypoints
         return kmap.candidates(kp.descriptors[0][kp.valid[0]], k=3)
 
+    def torch_vote(q):
+        """The vote's product and nearest neighbours in torch: the peer of ``candidates``' numpy."""
+        sim, j = (q @ torch.from_numpy(kmap.descriptors).T).max(1)
+        return j
+
     ways = {"cells": cells, "keypoints": keypoints}
+    vote_ms = {"numpy": [], "torch": []}
     times = {name: [] for name in ways}
     hits = {name: 0 for name in ways}
     night = list(render_drive(world, "repeat", "night", frames=args.frames))
@@ -63,6 +71,11 @@ def main() -> int:
             voted = vote(frame)
             times[name].append(1e3 * (time.perf_counter() - t))
             hits[name] += bool(near & set(voted.tolist()))
+        q = frame.place_descriptors
+        for name, vote in (("numpy", lambda: kmap.candidates(q, k=3)), ("torch", lambda: torch_vote(q))):
+            t = time.perf_counter()
+            vote()
+            vote_ms[name].append(1e3 * (time.perf_counter() - t))
 
     print(f"world {args.world}: {len(night)} night frames against a day map of {len(kmap)} keyframes "
           f"({len(kmap.descriptors)} descriptors), {platform.processor() or platform.machine()}, "
@@ -70,6 +83,9 @@ def main() -> int:
     print(f"{'votes from':<12}{'ms (median)':>12}{'true keyframe in top 3':>26}")
     for name in ways:
         print(f"{name:<12}{statistics.median(times[name]):>12.1f}{hits[name]:>20d} / {len(night)}")
+    print(f"the vote alone ({q.shape[0]} descriptors x {len(kmap.descriptors)}): numpy "
+          f"{statistics.median(vote_ms['numpy']):.1f} ms, torch {statistics.median(vote_ms['torch']):.1f} ms "
+          f"(numpy / torch: {statistics.median(vote_ms['numpy']) / statistics.median(vote_ms['torch']):.2f})")
     ratio = statistics.median(times["cells"]) / statistics.median(times["keypoints"])
     print(f"place_recognition_ratio: {ratio:.2f}")
     return 0

@@ -180,3 +180,51 @@ def test_certified_but_inconsistent_or_wrong_poses_fail_integrity():
     assert wrong.certified and abs(wrong.T[0, 3]) > 1.5      # the wrong consensus won, certified
     assert wrong.integrity == "FAIL", wrong.integrity_reasons
     assert any(w.startswith(("innovation", "support")) for w in wrong.integrity_reasons)
+
+
+def test_a_relocalization_whose_candidates_disagree_needs_a_clear_margin():
+    """Relocalized (no prior vouches for it) with another candidate keyframe's pose 3 m away: the
+    pose FAILs unless it has ``relocalization_margin`` times that candidate's inliers; the same
+    disagreement under a prior that checks the pose, or with a clear margin, is a warning."""
+    cfg = integ.IntegrityConfig()
+    base = {"chi2": 110.0, "chi2_dof": 114, "chi2_p": 0.6, "inliers": 40, "inlier_ratio": 0.78, "position_std": 0.17}
+    close = {**base, "agreement_m": 3.16, "agreement_margin": 40 / 37}
+    verdict, why = integ.assess(close, cfg, relocalized=True)
+    assert verdict == integ.FAIL and any(w.startswith("agreement") and "1.08 x" in w for w in why), why
+    assert integ.assess(close, cfg)[0] == integ.WARNING
+    clear = {**close, "agreement_margin": 68 / 43}
+    assert integ.assess(clear, cfg, relocalized=True)[0] == integ.WARNING
+    with pytest.raises(ValueError, match="relocalization_margin"):
+        integ.IntegrityConfig(relocalization_margin=0.5)
+
+
+def test_a_prediction_looser_than_the_precision_limit_does_not_vouch_for_a_pose():
+    """Map mode, 25 matches a frame (enough to track, fewer than a relocalization needs): with the
+    default prediction error the poses after the first velocity are checked by the motion
+    prediction and pass; with 3 m/s of prediction error (1-sigma 0.3 m after 0.1 s, looser than
+    ``max_position_std``) nothing vouches for them, and the same poses FAIL for support, as a
+    relocalization would, with ``prediction_std`` reported."""
+    from sdpr_loc.data.maps import KeyframeMap
+    from sdpr_loc.vision.tracker import Tracker, TrackerConfig
+
+    frames = keypoint_frames(K=25, noise=(1.0, 1.0, 1.0, 1.0))
+    kmap = KeyframeMap.from_keyframes([(np.eye(4), 0, frames[0])])
+
+    def run(sigma_mps):
+        tr = Tracker(TrackerConfig(mode="map", prior_sigma_mps=sigma_mps), kmap)
+        T1 = np.eye(4)
+        T1[2, 3] = 0.1
+        tr.set_pose(T1, 10**8)
+        return [tr.process(f, 10**8 * i) for i, f in enumerate(frames[1:], 1)]
+
+    tight, loose = run(0.2), run(3.0)
+    for a, b in zip(tight, loose):
+        assert a.certified and b.certified and np.allclose(a.T, b.T)        # the same poses
+        assert abs(a.T[2, 3] - 0.1 * a.stamp_ns / 10**8) < 0.05
+    assert all(r.integrity == integ.PASS for r in tight), [r.integrity_reasons for r in tight]
+    assert [r.integrity for r in loose[:2]] == [integ.PASS] * 2             # no velocity yet
+    for r in loose[2:]:
+        assert r.integrity == integ.FAIL, r.integrity_reasons
+        assert any(w.startswith("support: relocalized") for w in r.integrity_reasons)
+        assert r.integrity_stats["prediction_std"] > integ.IntegrityConfig().max_position_std
+    assert tight[2].integrity_stats["prediction_std"] < integ.IntegrityConfig().max_position_std

@@ -151,21 +151,25 @@ class KeyframeMap:
         worlds 103 / 104, a true keyframe among the first three: 12 / 26 % of night frames
         against 100 / 96 % by votes). Cost: linear in the map's descriptors, in chunks of
         :attr:`VOTE_CHUNK`."""
-        q = torch.as_tensor(descriptors).detach().cpu().to(torch.float32)
-        if q.dim() != 2:
+        q = torch.as_tensor(descriptors).detach().cpu().to(torch.float32).numpy()
+        if q.ndim != 2:
             raise ValueError(f"descriptors must be (N, D), got {tuple(q.shape)}")
         if len(self) == 0 or q.shape[0] == 0 or q.shape[1] != self.descriptor_dim:
             return np.zeros(0, dtype=np.int64)
-        best = torch.full((q.shape[0],), -2.0)
-        arg = torch.zeros(q.shape[0], dtype=torch.long)
+        # numpy's BLAS, not torch's: the map is numpy already, and torch's MKL sgemm ran this
+        # product 2-4x slower on the AMD CPU measured (bench/place_recognition.py)
+        best = np.full(q.shape[0], -2.0, dtype=np.float32)
+        arg = np.zeros(q.shape[0], dtype=np.int64)
+        rows = np.arange(q.shape[0])
         for a in range(0, len(self.descriptors), self.VOTE_CHUNK):
-            part = torch.from_numpy(self.descriptors[a:a + self.VOTE_CHUNK]).to(torch.float32)
-            sim, j = (q @ part.T).max(1)
-            better = sim > best
-            best, arg = torch.where(better, sim, best), torch.where(better, j + a, arg)
-        owner = np.searchsorted(self.offsets, arg.numpy(), side="right") - 1
+            sim = q @ np.asarray(self.descriptors[a:a + self.VOTE_CHUNK], dtype=np.float32).T
+            j = sim.argmax(1)
+            s = sim[rows, j]
+            better = s > best
+            best, arg = np.where(better, s, best), np.where(better, j + a, arg)
+        owner = np.searchsorted(self.offsets, arg, side="right") - 1
         votes = np.bincount(owner, minlength=len(self)).astype(np.float64)
-        score = votes + 1e-6 * np.bincount(owner, weights=best.numpy().astype(np.float64), minlength=len(self))
+        score = votes + 1e-6 * np.bincount(owner, weights=best.astype(np.float64), minlength=len(self))
         order = np.argsort(-score, kind="stable")
         return order[votes[order] > 0][: max(1, int(k))]
 

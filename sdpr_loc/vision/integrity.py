@@ -14,9 +14,11 @@ These checks look at what the certificate cannot, each one named, each statistic
 * ``innovation``: the pose against the constant-velocity prediction, Mahalanobis distance (6 dof)
   with the prediction's and the estimate's covariances, where a prediction exists.
 * ``agreement``: the pose against the other candidate keyframes' trusted poses (Mahalanobis,
-  6 dof, and metres).
+  6 dof, and metres), and its inliers over those of the most supported candidate that disagrees.
 * ``precision``: the pose's own (calibrated) 1-sigma position uncertainty: a pose the data barely
-  determine (few, far inliers) is not trusted to the alert limit.
+  determine (few, far inliers) is not trusted to the alert limit. The motion prediction is held
+  to the same limit: one looser than that (extrapolated from imprecise poses) cannot vouch for
+  a pose, which is then judged like a relocalization.
 
 :func:`assess` turns the statistics into ``OK`` / ``WARN`` / ``FAIL`` with the reasons. The
 thresholds and the two covariance calibration factors are :class:`IntegrityConfig`'s defaults,
@@ -67,10 +69,20 @@ class IntegrityConfig:
         consistency warning; in the ROS demo 3.0 m with another candidate 3.1 m away), while a
         consistency warning with a disagreeing candidate was right each time (4 of 4).
     agreement_m: another trusted candidate keyframe's pose farther than this (m) WARNs.
-    max_position_std: calibrated 1-sigma position uncertainty above this (m) FAILs.
-    min_relocalization_inliers: a relocalized pose (no prior: place recognition) with fewer
-        inliers FAILs and does not start tracking: a repeating structure gave one 6.7 m off with
-        16-22 inliers, consistent and certified.
+    max_position_std: calibrated 1-sigma position uncertainty above this (m) FAILs. A motion
+        prediction looser than this (its 1-sigma position error: ``prediction_std``) does not
+        vouch for the pose, which is judged like a relocalization: the innovation test
+        (4.7 sigma at ``innovation_alpha``) would let a 1 m error through, and after runs of
+        imprecise poses on night drives poses 3.0-3.1 m off with 22-27 inliers passed it.
+    min_relocalization_inliers: a relocalized pose (no prior, or none that vouches for it) with
+        fewer inliers FAILs (a relocalization that FAILs does not start tracking): a repeating
+        structure gave one 6.7 m off with 16-22 inliers, consistent and certified.
+    relocalization_margin: a relocalized pose whose candidate keyframes disagree (a trusted
+        pose farther than ``agreement_m``) FAILs unless it has this many times the inliers of
+        the most supported one that disagrees: registered to keyframes a few metres ahead,
+        night frames came out ~3 m off with nearly as many inliers as the right pose (new
+        worlds 0, 7-53, 103, 90 kidnapped frames: of 15 such relocalizations 14 were right,
+        with 1.6-4.3x the other's inliers in 10; the wrong one had 40 against 37).
     max_speed_mps, max_turn_dps: how fast the platform can move and turn. A pose with no velocity
         behind it (the frame after a relocalization or a start) is tested for innovation against
         the last trusted pose, with a 1-sigma motion of a third of these over the time since.
@@ -89,6 +101,7 @@ class IntegrityConfig:
     agreement_m: float = 1.0
     max_position_std: float = 0.2
     min_relocalization_inliers: int = 30
+    relocalization_margin: float = 1.5
     max_speed_mps: float = 10.0
     max_turn_dps: float = 90.0
 
@@ -102,6 +115,8 @@ class IntegrityConfig:
             raise ValueError("need alpha_fail <= alpha_warn")
         if not (self.max_speed_mps > 0 and self.max_turn_dps > 0):
             raise ValueError("max_speed_mps and max_turn_dps must be positive")
+        if not self.relocalization_margin >= 1.0:
+            raise ValueError(f"relocalization_margin must be >= 1, got {self.relocalization_margin!r}")
         if not 0.0 <= self.min_inlier_ratio <= 1.0:
             raise ValueError(f"min_inlier_ratio must be in [0, 1], got {self.min_inlier_ratio!r}")
 
@@ -191,8 +206,9 @@ def nees(T: np.ndarray, cov_ros: np.ndarray, T_gt: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------------
 def assess(s: dict, cfg: IntegrityConfig, relocalized: bool = False) -> tuple[str, list[str]]:
     """(verdict, reasons) from the statistics ``s`` (keys as the tracker fills them; missing or
-    NaN statistics are not checked). FAIL beats WARN beats OK. ``relocalized``: the pose had no
-    prior at all (place recognition), so nothing but its own support vouches for it."""
+    NaN statistics are not checked). FAIL beats WARN beats OK. ``relocalized``: no prior vouches
+    for the pose (place recognition, or a prediction looser than ``max_position_std``), so
+    nothing but its own support and the other candidates do."""
     fail, warn = [], []
 
     def ok(key):
@@ -208,7 +224,7 @@ def assess(s: dict, cfg: IntegrityConfig, relocalized: bool = False) -> tuple[st
     if ok("inliers") and s["inliers"] < cfg.min_inliers:
         fail.append(f"support: {int(s['inliers'])} inliers < {cfg.min_inliers}")
     elif relocalized and ok("inliers") and s["inliers"] < cfg.min_relocalization_inliers:
-        fail.append(f"support: relocalized (no prior to check it against) with {int(s['inliers'])} inliers "
+        fail.append(f"support: relocalized (no prior that vouches for it) with {int(s['inliers'])} inliers "
                     f"< {cfg.min_relocalization_inliers}")
     if ok("inlier_ratio") and s["inlier_ratio"] < cfg.min_inlier_ratio:
         fail.append(f"support: inlier ratio {s['inlier_ratio']:.2f} < {cfg.min_inlier_ratio:.2f}")
@@ -220,7 +236,12 @@ def assess(s: dict, cfg: IntegrityConfig, relocalized: bool = False) -> tuple[st
         else:
             off_course = (len(warn), why)
     if ok("agreement_m") and s["agreement_m"] > cfg.agreement_m:
-        warn.append(f"agreement: another keyframe's pose is {s['agreement_m']:.2f} m away")
+        why = f"agreement: another keyframe's pose is {s['agreement_m']:.2f} m away"
+        if relocalized and ok("agreement_margin") and s["agreement_margin"] < cfg.relocalization_margin:
+            fail.append(f"{why}, relocalized with {s['agreement_margin']:.2f} x its inliers "
+                        f"< {cfg.relocalization_margin:g}")
+        else:
+            warn.append(why)
     if off_course is not None and warn:      # another check's warning corroborates it: FAIL
         fail.append(f"{off_course[1]}, corroborated by another warning")
     elif off_course is not None:

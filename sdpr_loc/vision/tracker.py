@@ -514,20 +514,27 @@ class Tracker:
         if res.T is None:
             res.integrity, res.integrity_reasons = integ.FAIL, [f"no pose: {res.reason}"]
             return
-        s = res.integrity_stats
+        s, icfg = res.integrity_stats, self.config.integrity
         Sb = integ.body_covariance(res.covariance, res.T)
+        vouched = pred is not None    # a prior checks the pose (none: a relocalization)
         if self._velocity_predicted(pred):
-            s["innovation"], s["innovation_p"] = integ.innovation(pred[0], pred[1] + self._prediction_noise(stamp_ns),
-                                                                  res.T, Sb)
+            P = pred[1] + self._prediction_noise(stamp_ns)
+            s["innovation"], s["innovation_p"] = integ.innovation(pred[0], P, res.T, Sb)
+            s["prediction_std"] = float(np.sqrt(max(np.linalg.eigvalsh(P[:3, :3])[-1], 0.0)))
+            vouched = s["prediction_std"] <= icfg.max_position_std
         elif pred is not None and self.last_stamp is not None:     # the last trusted pose, no velocity
             s["innovation"], s["innovation_p"] = integ.innovation(self.last_T, self._reach(stamp_ns), res.T, Sb)
         others = [r for r in tried if r.T is not None and r.trusted]
         if others:
             s["agreement"] = max(integ.mahalanobis(res.T, r.T, Sb + integ.body_covariance(r.covariance, r.T))
                                  for r in others)
-            s["agreement_m"] = max(float(np.linalg.norm(r.T[:3, 3] - res.T[:3, 3])) for r in others)
-        relocalized = pred is None and self.config.mode == "map"
-        res.integrity, res.integrity_reasons = integ.assess(s, self.config.integrity, relocalized)
+            dist = [float(np.linalg.norm(r.T[:3, 3] - res.T[:3, 3])) for r in others]
+            s["agreement_m"] = max(dist)
+            rival = max((r.inliers for r, d in zip(others, dist) if d > icfg.agreement_m), default=0)
+            if rival:
+                s["agreement_margin"] = res.inliers / rival
+        relocalized = self.config.mode == "map" and not vouched
+        res.integrity, res.integrity_reasons = integ.assess(s, icfg, relocalized)
 
 
 def _publishable(res: TrackResult) -> bool:
