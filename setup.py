@@ -21,6 +21,7 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",
+        "threadpoolctl>=3.1",
         "torch>=2.1",
         "cvxpy>=1.4",
         "clarabel>=0.6",

@@ -24,15 +24,18 @@ import statistics
 import time
 
 import torch
+from threadpoolctl import threadpool_limits
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=int, default=103, help="synthetic town seed (103: a validation world)")
     parser.add_argument("--frames", type=int, default=24, help="night frames relocalized")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: as the nodes on 2 cores)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of torch and numpy's BLAS (1: as the nodes on 2 cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads, user_api="blas")
 
     from sdpr_loc.data.maps import build_map
     from sdpr_loc.data.synth import make_world, render_drive
@@ -79,7 +82,7 @@ def main() -> int:
 
     print(f"world {args.world}: {len(night)} night frames against a day map of {len(kmap)} keyframes "
           f"({len(kmap.descriptors)} descriptors), {platform.processor() or platform.machine()}, "
-          f"{args.threads} torch thread(s)")
+          f"{args.threads} thread(s) of torch and numpy's BLAS")
     print(f"{'votes from':<12}{'ms (median)':>12}{'true keyframe in top 3':>26}")
     for name in ways:
         print(f"{name:<12}{statistics.median(times[name]):>12.1f}{hits[name]:>20d} / {len(night)}")

@@ -27,7 +27,7 @@ from sdpr_loc.data.messages import stamp_to_ns
 
 from . import convert, pointcloud
 from .managed import ManagedNode
-from .runtime import run, torch_threads
+from .runtime import run, cpu_threads
 from .stereo_input import FrameError, StereoInput, warm_up_pair
 
 NAME = "keypoint_node"
@@ -46,7 +46,7 @@ class KeypointNode(ManagedNode):
     def configure(self, p: dict) -> None:
         self.min_keypoints_warn = int(p["min_keypoints_warn"])
         self.publish_debug = bool(p["publish_debug_image"])
-        torch_threads(p["torch_threads"])
+        cpu_threads(p["torch_threads"])
         extractor = self._custom_extractor
         if extractor is None:
             from sdpr_loc.vision.frontend import make_extractor

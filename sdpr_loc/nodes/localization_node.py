@@ -30,7 +30,7 @@ import numpy as np
 
 from .managed import Prepared, TrackingNode
 from .pose_output import PoseOutputs, camera_pose, parse_extrinsic
-from .runtime import load_map, run, torch_threads
+from .runtime import load_map, run, cpu_threads
 from .stereo_input import FrameError, StereoInput, warm_up_pair
 from sdpr_loc.data.messages import pose_to_matrix
 from sdpr_loc.vision.integrity import body_covariance, publishable
@@ -55,7 +55,7 @@ class LocalizationNode(TrackingNode):
         self._initial_pose, self._initial_lock = None, threading.Lock()
 
     def configure(self, p: dict) -> None:
-        torch_threads(p["torch_threads"])
+        cpu_threads(p["torch_threads"])
         from sdpr_loc.vision.frontend import make_frames
 
         keyframe_map = load_map(self, p, p["frontend"])

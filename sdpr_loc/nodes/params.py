@@ -70,7 +70,8 @@ _KEYPOINT = (
     Spec("min_keypoints_warn", "fewer valid keypoints than this in a frame -> diagnostics WARN",
          range=(0, 100000)),
     Spec("publish_debug_image", "publish keypoints/debug_image with the keypoints drawn"),
-    Spec("torch_threads", "torch CPU threads (0 = torch's default)", range=(0, 256), read_only=True),
+    Spec("torch_threads", "CPU threads of torch and of numpy's BLAS (0 = their defaults)", range=(0, 256),
+         read_only=True),
 ) + _MANAGED
 
 _TRACKING = (  # the Tracker's settings, shared by the nodes that localize
@@ -91,7 +92,8 @@ _TRACKING = (  # the Tracker's settings, shared by the nodes that localize
     Spec("enough_inliers", "map mode: a trusted candidate keyframe with this many inliers ends the search",
          range=(3, 100000)),
     Spec("max_path_length", "poses kept in the published path", range=(1, 10_000_000)),
-    Spec("torch_threads", "torch CPU threads (0 = torch's default)", range=(0, 256), read_only=True),
+    Spec("torch_threads", "CPU threads of torch and of numpy's BLAS (0 = their defaults)", range=(0, 256),
+         read_only=True),
     Spec("seed", "RANSAC sampling seed", range=(0, 2**31 - 1), read_only=True),
 ) + _MANAGED
 

@@ -3,7 +3,8 @@
 * ``certificate`` (diagnostic_msgs/DiagnosticArray) for EVERY frame: certified, margin, gap,
   min_eig, inliers, matches, solve time, search, and the integrity verdict (OK / WARN / FAIL,
   :mod:`sdpr_loc.vision.integrity`) with its reasons and statistics (chi2, chi2_dof, chi2_p,
-  inlier_ratio, innovation, innovation_p, agreement, agreement_m, position_std); level OK
+  inlier_ratio, innovation, innovation_p, prediction_std, agreement, agreement_m, agreement_margin,
+  position_std); level OK
   (certified), WARN (pose found but not certified or integrity WARN, or frame skipped), ERROR (no
   pose, or integrity FAIL); the message says why;
 * ``pose`` (geometry_msgs/PoseWithCovarianceStamped), ``odom`` (nav_msgs/Odometry, twist in the

@@ -27,7 +27,7 @@ from sdpr_loc.data.messages import stamp_to_ns
 from . import pointcloud
 from .managed import TrackingNode
 from .pose_output import PoseOutputs
-from .runtime import load_map, run, torch_threads
+from .runtime import load_map, run, cpu_threads
 from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackResult
 
@@ -44,7 +44,7 @@ class RegistrationNode(TrackingNode):
         self._last_stamp = -1
 
     def configure(self, p: dict) -> None:
-        torch_threads(p["torch_threads"])
+        cpu_threads(p["torch_threads"])
         keyframe_map = load_map(self, p)
         self.tracker = Tracker(self.tracker_config(p), keyframe_map)
         self.parent = p["map_frame"] if p["mode"] == "map" else p["odom_frame"]

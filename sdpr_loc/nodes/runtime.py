@@ -12,7 +12,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-__all__ = ["LatestQueue", "Worker", "run", "torch_threads", "load_map"]
+__all__ = ["LatestQueue", "Worker", "run", "cpu_threads", "load_map"]
 
 
 class LatestQueue:
@@ -153,12 +153,16 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
     return 0
 
 
-def torch_threads(n: int) -> None:
-    """torch's CPU threads for a node (0: leave torch's default)."""
+def cpu_threads(n: int) -> None:
+    """CPU threads of torch and of numpy's BLAS for a node (0: leave their defaults). Both: with
+    its default two threads, numpy's BLAS (the place-recognition vote) took the core of the
+    node's other stage and slowed its network by a third (2 cores)."""
     if n > 0:
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(int(n))
+        threadpool_limits(int(n), user_api="blas")
 
 
 def load_map(node, p: dict, frontend: str | None = None):

@@ -521,7 +521,7 @@ class Tracker:
             P = pred[1] + self._prediction_noise(stamp_ns)
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], P, res.T, Sb)
             s["prediction_std"] = float(np.sqrt(max(np.linalg.eigvalsh(P[:3, :3])[-1], 0.0)))
-            vouched = s["prediction_std"] <= icfg.max_position_std
+            vouched = s["prediction_std"] <= icfg.max_prediction_std
         elif pred is not None and self.last_stamp is not None:     # the last trusted pose, no velocity
             s["innovation"], s["innovation_p"] = integ.innovation(self.last_T, self._reach(stamp_ns), res.T, Sb)
         others = [r for r in tried if r.T is not None and r.trusted]
