@@ -83,9 +83,9 @@ class IntegrityConfig:
     relocalization_margin: a relocalized pose whose candidate keyframes disagree (a trusted
         pose farther than ``agreement_m``) FAILs unless it has this many times the inliers of
         the most supported one that disagrees: registered to keyframes a few metres ahead,
-        night frames came out ~3 m off with nearly as many inliers as the right pose (new
-        worlds 0, 7-53, 103, 90 kidnapped frames: of 15 such relocalizations 14 were right,
-        with 1.6-4.3x the other's inliers in 10; the wrong one had 40 against 37).
+        night frames came out ~3 m off with nearly as many inliers as the right pose (worlds
+        0, 7-53 and 103, 90 kidnapped frames: of 15 such relocalizations 14 were right, 10 of
+        them with 1.6-2.5x the other's inliers; the wrong one had 40 against 37).
     max_speed_mps, max_turn_dps: how fast the platform can move and turn. A pose with no velocity
         behind it (the frame after a relocalization or a start) is tested for innovation against
         the last trusted pose, with a 1-sigma motion of a third of these over the time since.
