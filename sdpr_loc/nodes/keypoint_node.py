@@ -27,7 +27,7 @@ from sdpr_loc.data.messages import stamp_to_ns
 
 from . import convert, pointcloud
 from .managed import ManagedNode
-from .runtime import run, cpu_threads
+from .runtime import cpu_threads, run
 from .stereo_input import FrameError, StereoInput, warm_up_pair
 
 NAME = "keypoint_node"

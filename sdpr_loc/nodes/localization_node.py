@@ -30,7 +30,7 @@ import numpy as np
 
 from .managed import Prepared, TrackingNode
 from .pose_output import PoseOutputs, camera_pose, parse_extrinsic
-from .runtime import load_map, run, cpu_threads
+from .runtime import cpu_threads, load_map, run
 from .stereo_input import FrameError, StereoInput, warm_up_pair
 from sdpr_loc.data.messages import pose_to_matrix
 from sdpr_loc.vision.integrity import body_covariance, publishable

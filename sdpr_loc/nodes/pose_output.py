@@ -4,9 +4,8 @@
   min_eig, inliers, matches, solve time, search, and the integrity verdict (OK / WARN / FAIL,
   :mod:`sdpr_loc.vision.integrity`) with its reasons and statistics (chi2, chi2_dof, chi2_p,
   inlier_ratio, innovation, innovation_p, prediction_std, agreement, agreement_m, agreement_margin,
-  position_std); level OK
-  (certified), WARN (pose found but not certified or integrity WARN, or frame skipped), ERROR (no
-  pose, or integrity FAIL); the message says why;
+  position_std); level OK (certified), WARN (pose found but not certified or integrity WARN, or
+  frame skipped), ERROR (no pose, or integrity FAIL); the message says why;
 * ``pose`` (geometry_msgs/PoseWithCovarianceStamped), ``odom`` (nav_msgs/Odometry, twist in the
   child frame) and ``path`` (nav_msgs/Path, at most 2 Hz) for published frames, stamped like the
   images, in the parent frame (``map`` or ``odom``, REP 105).

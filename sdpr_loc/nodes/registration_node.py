@@ -27,7 +27,7 @@ from sdpr_loc.data.messages import stamp_to_ns
 from . import pointcloud
 from .managed import TrackingNode
 from .pose_output import PoseOutputs
-from .runtime import load_map, run, cpu_threads
+from .runtime import cpu_threads, load_map, run
 from sdpr_loc.vision.integrity import publishable
 from sdpr_loc.vision.tracker import ERROR, WARN, Tracker, TrackResult
 
