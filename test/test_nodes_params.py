@@ -140,3 +140,22 @@ def test_params_file_and_cli_overrides_load(tmp_path):
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
+
+
+def test_torch_threads_limits_torch_and_numpy_blas():
+    """A node's ``torch_threads`` bounds numpy's BLAS too: with its default threads it took the
+    core of the node's other stage."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from sdpr_loc.nodes.runtime import cpu_threads
+
+    before = torch.get_num_threads()
+    with threadpool_limits():                 # restores numpy's BLAS threads on exit
+        try:
+            cpu_threads(1)
+            assert torch.get_num_threads() == 1
+            blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+            assert blas and all(i["num_threads"] == 1 for i in blas), blas
+        finally:
+            torch.set_num_threads(before)
