@@ -35,7 +35,7 @@ from scipy import stats
 from sdpr_loc.geometry.se3 import adjoint_np, hat_np, se3_log_np, so3_log_np
 
 __all__ = ["IntegrityConfig", "PASS", "WARNING", "FAIL", "VERDICTS", "STATISTICS", "consistency", "gated_chi2_moments",
-           "mahalanobis", "innovation", "body_covariance", "nees", "publishable", "assess"]
+           "mahalanobis", "innovation", "body_covariance", "position_std", "nees", "publishable", "assess"]
 
 PASS, WARNING, FAIL = "OK", "WARN", "FAIL"
 STATISTICS = ("chi2", "chi2_dof", "chi2_p", "inlier_ratio", "innovation", "innovation_p", "agreement",
@@ -180,6 +180,12 @@ def body_covariance(cov_ros: np.ndarray, T: np.ndarray) -> np.ndarray:
     A = adjoint_np(np.linalg.inv(T))            # left -> body
     M = A @ Ginv
     return M @ np.asarray(cov_ros, dtype=np.float64) @ M.T
+
+
+def position_std(cov: np.ndarray) -> float:
+    """1-sigma position uncertainty (m) of a pose covariance ``cov`` (6, 6), position first: the
+    square root of its position block's largest eigenvalue (the worst direction)."""
+    return float(np.sqrt(max(np.linalg.eigvalsh(np.asarray(cov)[:3, :3])[-1], 0.0)))
 
 
 def mahalanobis(T_a: np.ndarray, T_b: np.ndarray, cov_body: np.ndarray) -> float:

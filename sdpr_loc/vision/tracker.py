@@ -505,7 +505,7 @@ class Tracker:
         icfg = self.config.integrity
         chi2, dof, p = integ.consistency(cost, ni, self.matching.ransac_threshold, icfg.noise_scale)
         return {"chi2": chi2, "chi2_dof": dof, "chi2_p": p, "inliers": ni, "inlier_ratio": ni / max(nm, 1),
-                "position_std": float(np.sqrt(max(np.linalg.eigvalsh(cov[:3, :3])[-1], 0.0)))}
+                "position_std": integ.position_std(cov)}
 
     def _check_integrity(self, res: TrackResult, stamp_ns: int, pred) -> None:
         """The frame's verdict: the registration's statistics, plus innovation against the motion
@@ -520,7 +520,7 @@ class Tracker:
         if self._velocity_predicted(pred):
             P = pred[1] + self._prediction_noise(stamp_ns)
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], P, res.T, Sb)
-            s["prediction_std"] = float(np.sqrt(max(np.linalg.eigvalsh(P[:3, :3])[-1], 0.0)))
+            s["prediction_std"] = integ.position_std(P)
             vouched = s["prediction_std"] <= icfg.max_prediction_std
         elif pred is not None and self.last_stamp is not None:     # the last trusted pose, no velocity
             s["innovation"], s["innovation_p"] = integ.innovation(self.last_T, self._reach(stamp_ns), res.T, Sb)
