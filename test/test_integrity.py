@@ -110,6 +110,16 @@ def test_nees_and_publish_helpers():
         integ.publishable("OK", "maybe")
 
 
+def test_a_pose_the_data_barely_determine_is_not_published():
+    """Precision: a calibrated 1-sigma position error above ``max_position_std`` FAILs, naming
+    it; the same pose a little more precise is OK."""
+    cfg = integ.IntegrityConfig()
+    base = {"chi2": 60.0, "chi2_dof": 60, "chi2_p": 0.5, "inliers": 35, "inlier_ratio": 0.6}
+    verdict, why = integ.assess({**base, "position_std": cfg.max_position_std * 1.1}, cfg)
+    assert verdict == integ.FAIL and len(why) == 1 and why[0].startswith("precision"), why
+    assert integ.assess({**base, "position_std": cfg.max_position_std * 0.9}, cfg) == (integ.PASS, [])
+
+
 def test_an_innovation_warning_that_another_check_corroborates_fails():
     """Off the motion prediction (p 1e-5: a warning alone) and doubted by a second check (a
     candidate 3 m away, or a consistency warning): FAIL, naming both; each warning alone, and a
@@ -187,7 +197,7 @@ def test_a_relocalization_whose_candidates_disagree_needs_a_clear_margin():
     pose FAILs unless it has ``relocalization_margin`` times that candidate's inliers; the same
     disagreement under a prior that checks the pose, or with a clear margin, is a warning."""
     cfg = integ.IntegrityConfig()
-    base = {"chi2": 110.0, "chi2_dof": 114, "chi2_p": 0.6, "inliers": 40, "inlier_ratio": 0.78, "position_std": 0.17}
+    base = {"chi2": 110.0, "chi2_dof": 114, "chi2_p": 0.6, "inliers": 40, "inlier_ratio": 0.78, "position_std": 0.12}
     close = {**base, "agreement_m": 3.16, "agreement_margin": 40 / 37}
     verdict, why = integ.assess(close, cfg, relocalized=True)
     assert verdict == integ.FAIL and any(w.startswith("agreement") and "1.08 x" in w for w in why), why
@@ -228,3 +238,35 @@ def test_a_loose_motion_prediction_does_not_vouch_for_a_pose():
         assert any(w.startswith("support: relocalized") for w in r.integrity_reasons)
         assert r.integrity_stats["prediction_std"] > integ.IntegrityConfig().max_prediction_std
     assert tight[2].integrity_stats["prediction_std"] < integ.IntegrityConfig().max_prediction_std
+
+
+def test_a_pose_nothing_vouched_for_cannot_vouch_for_the_next():
+    """Map mode, 25 matches a frame: a frame whose prediction is too loose to vouch for it FAILs
+    for support and is tracked from (before: the next prediction, tight again, vouched for the
+    next pose, and a wrong track 3 m off was published through it). The poses after it are judged
+    like relocalizations until one passes; the prediction from that one vouches again."""
+    from dataclasses import replace
+
+    from sdpr_loc.data.maps import KeyframeMap
+    from sdpr_loc.vision.tracker import Tracker, TrackerConfig
+
+    frames = keypoint_frames(K=25, noise=(1.0,) * 6)
+    kmap = KeyframeMap.from_keyframes([(np.eye(4), 0, frames[0])])
+    tr = Tracker(TrackerConfig(mode="map"), kmap)
+    T1 = np.eye(4)
+    T1[2, 3] = 0.1
+    tr.set_pose(T1, 10**8)
+    default, weak = tr.config.integrity, replace(tr.config.integrity, min_relocalization_inliers=20)
+    out = []
+    for i, f in enumerate(frames[1:], 1):
+        tr.config.prior_sigma_mps = 6.0 if i == 3 else 0.2            # frame 3: a loose prediction
+        tr.config.integrity = weak if i == 5 else default             # frame 5: 25 inliers pass as a relocalization
+        r = tr.process(f, 10**8 * i)
+        assert r.certified and abs(r.T[2, 3] - 0.1 * i) < 0.05, r.reason
+        out.append(r)
+    assert [r.integrity for r in out] == [integ.PASS, integ.PASS, integ.FAIL, integ.FAIL, integ.PASS, integ.PASS], \
+        [r.integrity_reasons for r in out]
+    for r in out[2:4]:
+        assert any(w.startswith("support: relocalized") for w in r.integrity_reasons), r.integrity_reasons
+    assert out[3].integrity_stats["prediction_std"] < default.max_prediction_std     # tight, yet no vouch
+    assert not any(w.startswith("support") for w in out[5].integrity_reasons)

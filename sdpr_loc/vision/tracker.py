@@ -167,6 +167,7 @@ class Tracker:
         self.last_stamp: int | None = None
         self.velocity: np.ndarray | None = None    # body twist per second (translation, rotation)
         self._velocity_dt, self._pose_cov = 0.1, None    # the velocity's last interval (s), last pose's body cov
+        self._vouches = True                 # the last pose may vouch for the next (see _trusted_pose)
 
     def set_pose(self, T: np.ndarray, stamp_ns: int | None = None, cov: np.ndarray | None = None) -> None:
         """Give a pose prior (an initial pose estimate, e.g. RViz's ``initialpose``) with the
@@ -179,7 +180,7 @@ class Tracker:
         self.last_cov = None if cov is None else np.asarray(cov, dtype=np.float64)
         self.last_stamp = stamp_ns
         self.velocity, self._pose_cov = None, None
-        self.lost = 0
+        self.lost, self._vouches = 0, True
 
     # ------------------------------------------------------------------------------------------
     def process(self, frame, stamp_ns: int, hurry: bool | Callable[[], bool] = False) -> TrackResult:
@@ -243,7 +244,11 @@ class Tracker:
 
     def _trusted_pose(self, res: TrackResult, stamp_ns: int) -> None:
         """Remember a trusted pose; the velocity is the mean of the last two frame-to-frame
-        twists (one noisy pose moves the prediction half as much)."""
+        twists (one noisy pose moves the prediction half as much). A pose nothing vouched for
+        that failed integrity is tracked from, but its prediction does not vouch for the next
+        pose, nor do the ones after it until a pose passes: one wrong pose 3 m off gave a
+        prediction tight enough to vouch for the next, as wrong, and the innovation test then
+        followed the wrong track (validation sims of the ROS graph, worlds 0 and 17)."""
         T = res.T
         if (self.last_T is not None and self.last_cov is None and self.last_stamp is not None
                 and stamp_ns > self.last_stamp and self.lost <= self.config.max_lost):
@@ -254,6 +259,7 @@ class Tracker:
             self.velocity = None
         self._pose_cov = integ.body_covariance(res.covariance, T) if res.covariance is not None else None
         self.last_T, self.last_stamp, self.lost, self.last_cov = T, stamp_ns, 0, None
+        self._vouches = res.integrity != integ.FAIL or not res.extra.get("relocalized", False)
 
     def _prediction_noise(self, stamp_ns: int) -> np.ndarray:
         """Error covariance the noise of the poses behind the velocity adds to the prediction
@@ -377,6 +383,7 @@ class Tracker:
         if pred is None:
             best.reason = (best.reason + "; " if best.reason else "") + "relocalized by place recognition"
         best.extra.pop("cov_left", None)
+        best.extra.pop("relocalized", None)
         return best
 
     def _best_candidate(self, frame, order, pred, stamp_ns: int, stop: Callable[[], bool]) -> TrackResult | None:
@@ -516,12 +523,14 @@ class Tracker:
             return
         s, icfg = res.integrity_stats, self.config.integrity
         Sb = integ.body_covariance(res.covariance, res.T)
-        vouched = pred is not None    # a prior checks the pose (none: a relocalization)
+        # a prior checks the pose (none: a relocalization; nor one from a pose that nothing vouched
+        # for and that failed, see _trusted_pose)
+        vouched = pred is not None and self._vouches
         if self._velocity_predicted(pred):
             P = pred[1] + self._prediction_noise(stamp_ns)
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], P, res.T, Sb)
             s["prediction_std"] = integ.position_std(P)
-            vouched = s["prediction_std"] <= icfg.max_prediction_std
+            vouched = vouched and s["prediction_std"] <= icfg.max_prediction_std
         elif pred is not None and self.last_stamp is not None:     # the last trusted pose, no velocity
             s["innovation"], s["innovation_p"] = integ.innovation(self.last_T, self._reach(stamp_ns), res.T, Sb)
         others = [r for r in tried if r.T is not None and r.trusted]
@@ -535,6 +544,8 @@ class Tracker:
                 s["agreement_margin"] = res.inliers / rival
         relocalized = self.config.mode == "map" and not vouched
         res.integrity, res.integrity_reasons = integ.assess(s, icfg, relocalized)
+        if relocalized:
+            res.extra["relocalized"] = True              # nothing vouched for it (_trusted_pose)
 
 
 def _publishable(res: TrackResult) -> bool:
