@@ -69,11 +69,11 @@ class IntegrityConfig:
         consistency warning; in the ROS demo 3.0 m with another candidate 3.1 m away), while a
         consistency warning with a disagreeing candidate was right each time (4 of 4).
     agreement_m: another trusted candidate keyframe's pose farther than this (m) WARNs.
-    max_position_std: calibrated 1-sigma position uncertainty above this (m) FAILs. The poses the
-        ROS graph publishes miss the 0.25 m alert limit the more often the larger it is (offline model of the
-        graph, validation worlds 0, 7-53 and 103, 2,891 published poses: none of 2,147 below
-        0.08 m, 11-53 % from 0.08 to 0.2 m); at 0.2 m 7.7 % of them missed it, at 0.15 m 4.8 %,
-        for 85 right poses withheld (2.4 points of success).
+    max_position_std: calibrated 1-sigma position uncertainty above this (m) FAILs. The larger it
+        is, the more often the poses the ROS graph publishes miss the 0.25 m alert limit (offline
+        model of the graph, validation worlds 0, 7-53 and 103, 2,891 published poses: none of
+        2,147 below 0.08 m, 11-53 % from 0.08 to 0.2 m); at 0.2 m 7.7 % of them missed it, at
+        0.15 m 4.8 %, for 85 right poses withheld (2.4 points of success).
     max_prediction_std: a motion prediction looser than this (its 1-sigma position error,
         ``prediction_std``: extrapolated from imprecise poses) does not vouch for the pose, which
         is judged like a relocalization. The innovation test (4.7 sigma at ``innovation_alpha``)
