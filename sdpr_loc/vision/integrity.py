@@ -225,8 +225,9 @@ def nees(T: np.ndarray, cov_ros: np.ndarray, T_gt: np.ndarray) -> float:
 def assess(s: dict, cfg: IntegrityConfig, relocalized: bool = False) -> tuple[str, list[str]]:
     """(verdict, reasons) from the statistics ``s`` (keys as the tracker fills them; missing or
     NaN statistics are not checked). FAIL beats WARN beats OK. ``relocalized``: no prior vouches
-    for the pose (place recognition, or a prediction looser than ``max_prediction_std``), so
-    nothing but its own support and the other candidates do."""
+    for the pose (place recognition, a prediction looser than ``max_prediction_std``, or one
+    extrapolated from a pose that nothing vouched for and that failed), so nothing but its own
+    support and the other candidates do."""
     fail, warn = [], []
 
     def ok(key):
