@@ -38,8 +38,9 @@ __all__ = ["IntegrityConfig", "PASS", "WARNING", "FAIL", "VERDICTS", "STATISTICS
            "mahalanobis", "innovation", "body_covariance", "position_std", "nees", "publishable", "assess"]
 
 PASS, WARNING, FAIL = "OK", "WARN", "FAIL"
-STATISTICS = ("chi2", "chi2_dof", "chi2_p", "inlier_ratio", "innovation", "innovation_p", "agreement",
-              "agreement_m", "position_std")   # what the certificate message and eval_frames.csv carry
+# what the certificate message and eval_frames.csv carry
+STATISTICS = ("chi2", "chi2_dof", "chi2_p", "inlier_ratio", "innovation", "innovation_p", "prediction_std",
+              "agreement", "agreement_m", "agreement_margin", "position_std")
 VERDICTS = (PASS, WARNING, FAIL)      # best to worst
 
 

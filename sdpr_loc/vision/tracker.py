@@ -125,6 +125,7 @@ class TrackResult:
     integrity: str = integ.FAIL              # OK / WARN / FAIL (vision/integrity.py); apart from certified
     integrity_reasons: list = field(default_factory=list)
     integrity_stats: dict = field(default_factory=dict)   # chi2, chi2_p, inlier_ratio, innovation, ...
+    relocalized: bool = False                # no prior vouched for the pose: judged like a relocalization
 
 
 class Tracker:
@@ -259,7 +260,7 @@ class Tracker:
             self.velocity = None
         self._pose_cov = integ.body_covariance(res.covariance, T) if res.covariance is not None else None
         self.last_T, self.last_stamp, self.lost, self.last_cov = T, stamp_ns, 0, None
-        self._vouches = res.integrity != integ.FAIL or not res.extra.get("relocalized", False)
+        self._vouches = res.integrity != integ.FAIL or not res.relocalized
 
     def _prediction_noise(self, stamp_ns: int) -> np.ndarray:
         """Error covariance the noise of the poses behind the velocity adds to the prediction
@@ -383,7 +384,6 @@ class Tracker:
         if pred is None:
             best.reason = (best.reason + "; " if best.reason else "") + "relocalized by place recognition"
         best.extra.pop("cov_left", None)
-        best.extra.pop("relocalized", None)
         return best
 
     def _best_candidate(self, frame, order, pred, stamp_ns: int, stop: Callable[[], bool]) -> TrackResult | None:
@@ -542,10 +542,8 @@ class Tracker:
             rival = max((r.inliers for r, d in zip(others, dist) if d > icfg.agreement_m), default=0)
             if rival:
                 s["agreement_margin"] = res.inliers / rival
-        relocalized = self.config.mode == "map" and not vouched
-        res.integrity, res.integrity_reasons = integ.assess(s, icfg, relocalized)
-        if relocalized:
-            res.extra["relocalized"] = True              # nothing vouched for it (_trusted_pose)
+        res.relocalized = self.config.mode == "map" and not vouched
+        res.integrity, res.integrity_reasons = integ.assess(s, icfg, res.relocalized)
 
 
 def _publishable(res: TrackResult) -> bool:
