@@ -223,13 +223,14 @@ def nees(T: np.ndarray, cov_ros: np.ndarray, T_gt: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------------
 # verdict
 # ------------------------------------------------------------------------------------------------
-def assess(s: dict, cfg: IntegrityConfig, relocalized: bool = False) -> tuple[str, list[str]]:
+def assess(s: dict, cfg: IntegrityConfig, relocalized: bool | str = False) -> tuple[str, list[str]]:
     """(verdict, reasons) from the statistics ``s`` (keys as the tracker fills them; missing or
     NaN statistics are not checked). FAIL beats WARN beats OK. ``relocalized``: no prior vouches
     for the pose (place recognition, a prediction looser than ``max_prediction_std``, or one
     extrapolated from a pose that nothing vouched for and that failed), so nothing but its own
-    support and the other candidates do."""
+    support and the other candidates do; a string says which (it goes into the reasons)."""
     fail, warn = [], []
+    whose = "no prior that vouches for it" if relocalized is True else str(relocalized)
 
     def ok(key):
         v = s.get(key, float("nan"))
@@ -244,7 +245,7 @@ def assess(s: dict, cfg: IntegrityConfig, relocalized: bool = False) -> tuple[st
     if ok("inliers") and s["inliers"] < cfg.min_inliers:
         fail.append(f"support: {int(s['inliers'])} inliers < {cfg.min_inliers}")
     elif relocalized and ok("inliers") and s["inliers"] < cfg.min_relocalization_inliers:
-        fail.append(f"support: relocalized (no prior that vouches for it) with {int(s['inliers'])} inliers "
+        fail.append(f"support: relocalized ({whose}) with {int(s['inliers'])} inliers "
                     f"< {cfg.min_relocalization_inliers}")
     if ok("inlier_ratio") and s["inlier_ratio"] < cfg.min_inlier_ratio:
         fail.append(f"support: inlier ratio {s['inlier_ratio']:.2f} < {cfg.min_inlier_ratio:.2f}")
@@ -258,7 +259,7 @@ def assess(s: dict, cfg: IntegrityConfig, relocalized: bool = False) -> tuple[st
     if ok("agreement_m") and s["agreement_m"] > cfg.agreement_m:
         why = f"agreement: another keyframe's pose is {s['agreement_m']:.2f} m away"
         if relocalized and ok("agreement_margin") and s["agreement_margin"] < cfg.relocalization_margin:
-            fail.append(f"{why}, relocalized with {s['agreement_margin']:.2f} x its inliers "
+            fail.append(f"{why}, relocalized ({whose}) with {s['agreement_margin']:.2f} x its inliers "
                         f"< {cfg.relocalization_margin:g}")
         else:
             warn.append(why)

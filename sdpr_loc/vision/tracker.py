@@ -524,13 +524,15 @@ class Tracker:
         s, icfg = res.integrity_stats, self.config.integrity
         Sb = integ.body_covariance(res.covariance, res.T)
         # a prior checks the pose (none: a relocalization; nor one from a pose that nothing vouched
-        # for and that failed, see _trusted_pose)
-        vouched = pred is not None and self._vouches
+        # for and that failed, see _trusted_pose); ``unvouched`` says why not
+        unvouched = ("place recognition, no prior" if pred is None else
+                     "" if self._vouches else "predicted from a pose that failed with no prior")
         if self._velocity_predicted(pred):
             P = pred[1] + self._prediction_noise(stamp_ns)
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], P, res.T, Sb)
             s["prediction_std"] = integ.position_std(P)
-            vouched = vouched and s["prediction_std"] <= icfg.max_prediction_std
+            if not unvouched and s["prediction_std"] > icfg.max_prediction_std:
+                unvouched = f"prediction std {s['prediction_std']:.2f} m > {icfg.max_prediction_std:g} m"
         elif pred is not None and self.last_stamp is not None:     # the last trusted pose, no velocity
             s["innovation"], s["innovation_p"] = integ.innovation(self.last_T, self._reach(stamp_ns), res.T, Sb)
         others = [r for r in tried if r.T is not None and r.trusted]
@@ -542,8 +544,8 @@ class Tracker:
             rival = max((r.inliers for r, d in zip(others, dist) if d > icfg.agreement_m), default=0)
             if rival:
                 s["agreement_margin"] = res.inliers / rival
-        res.relocalized = self.config.mode == "map" and not vouched
-        res.integrity, res.integrity_reasons = integ.assess(s, icfg, res.relocalized)
+        res.relocalized = self.config.mode == "map" and bool(unvouched)
+        res.integrity, res.integrity_reasons = integ.assess(s, icfg, unvouched if res.relocalized else False)
 
 
 def _publishable(res: TrackResult) -> bool:
