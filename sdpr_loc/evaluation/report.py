@@ -136,11 +136,16 @@ def save_figure(fig, path: Path, title: str = "") -> Path:
 
 def plot_integrity(path: Path, per_frame: dict[str, list[FrameResult]], stat: str = MAIN_STAT) -> Path:
     """Translation error of every trusted pose against integrity statistic ``stat``, coloured by
-    verdict (published: OK, WARN; withheld: FAIL), one panel per method."""
+    verdict (published: OK, WARN; withheld: FAIL), one panel per method; for the stated position
+    std, its limit and the lines where the error is 1 and 3 stated sigmas (an honest covariance
+    keeps most points below the 3-sigma line)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    from sdpr_loc.vision.integrity import IntegrityConfig
 
     fig, axes = plt.subplots(1, len(per_frame), figsize=(6 * len(per_frame), 4.5), squeeze=False)
     colours = dict(zip(VERDICTS, ("tab:green", "tab:orange", "tab:red")))
@@ -152,6 +157,20 @@ def plot_integrity(path: Path, per_frame: dict[str, list[FrameResult]], stat: st
                       label=f"{v} ({len(pts)})" + (" withheld" if v == "FAIL" else " published"))
         ax.axhline(SUCCESS_M, color="k", ls=":", lw=1, label="0.25 m")
         ax.axhline(1.0, color="k", ls="--", lw=1, label="1 m")
-        ax.set_xlabel(stat), ax.set_ylabel("translation error [m]"), ax.set_title(name)
-        ax.legend(fontsize=8)
+        xlabel = stat
+        if stat == "position_std":
+            xlabel = "stated 1-sigma position error [m] (position_std)"
+            limit = IntegrityConfig().max_position_std
+            ax.axvline(limit, color="tab:red", ls="-.", lw=1, label=f"precision limit {limit:g} m")
+            lo, hi = ax.get_xlim()
+            x = np.geomspace(lo, hi, 50)
+            ax.plot(x, x, color="0.5", lw=0.8, label="error = 1 stated sigma")
+            ax.plot(x, 3 * x, color="0.5", lw=0.8, ls="--", label="error = 3 stated sigmas")
+            ax.set_xlim(lo, hi)
+        for axis in (ax.xaxis, ax.yaxis):                  # 0.01, 0.02, 0.05, 0.1 ...: labels that do not collide
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(xlabel), ax.set_ylabel("translation error [m]"), ax.set_title(name)
+        ax.legend(fontsize=7)
     return save_figure(fig, path)
