@@ -271,6 +271,6 @@ def test_a_pose_nothing_vouched_for_cannot_vouch_for_the_next():
         assert any(w.startswith("support: relocalized") for w in r.integrity_reasons), r.integrity_reasons
     # the certificate says why nothing vouched: frame 3 its loose prediction, frame 4 the pose before
     assert any("prediction std" in w for w in out[2].integrity_reasons), out[2].integrity_reasons
-    assert any("predicted from a pose that failed" in w for w in out[3].integrity_reasons), out[3].integrity_reasons
+    assert any("predicted from an unvouched pose that failed" in w for w in out[3].integrity_reasons), out[3].integrity_reasons
     assert out[3].integrity_stats["prediction_std"] < default.max_prediction_std     # tight, yet no vouch
     assert not any(w.startswith("support") for w in out[5].integrity_reasons)

@@ -525,8 +525,8 @@ class Tracker:
         Sb = integ.body_covariance(res.covariance, res.T)
         # a prior checks the pose (none: a relocalization; nor one from a pose that nothing vouched
         # for and that failed, see _trusted_pose); ``unvouched`` says why not
-        unvouched = ("place recognition, no prior" if pred is None else
-                     "" if self._vouches else "predicted from a pose that failed with no prior")
+        unvouched = ("place recognition: no motion prior" if pred is None else
+                     "" if self._vouches else "predicted from an unvouched pose that failed")
         if self._velocity_predicted(pred):
             P = pred[1] + self._prediction_noise(stamp_ns)
             s["innovation"], s["innovation_p"] = integ.innovation(pred[0], P, res.T, Sb)
