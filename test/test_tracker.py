@@ -255,7 +255,9 @@ class _ScriptedFrame:
 def test_a_guided_pose_that_fails_integrity_is_searched_everywhere():
     """Windows around a wrong prediction give a certified but imprecise pose that FAILs
     integrity: unhurried, the same keyframe is searched exhaustively and its good pose is the
-    frame's; hurried, the guided pose stands (withheld) and no time is spent."""
+    frame's; hurried, the guided pose stands (withheld), no time is spent, and the search is
+    owed: the next frame searches everywhere straight away (its windows, extrapolated from the
+    imprecise pose, would miss as well), the one after is guided again."""
     from sdpr_loc.data.maps import KeyframeMap
     from sdpr_loc.vision.integrity import FAIL, PASS
 
@@ -279,6 +281,13 @@ def test_a_guided_pose_that_fails_integrity_is_searched_everywhere():
         if hurry:
             assert frame.searches == ["guided"] and r.search == "guided"
             assert r.integrity == FAIL and any("precision" in why for why in r.integrity_reasons)
+            owed = _ScriptedFrame(T_live, np.random.default_rng(5))
+            r = tr.process(owed, 20, hurry=True)
+            assert owed.searches == ["exhaustive"] and r.search == "exhaustive"
+            assert r.integrity == PASS, r.integrity_reasons
+            assert np.linalg.norm(r.T[:3, 3] - T_live[:3, 3]) < 0.02
+            after = _ScriptedFrame(T_live, np.random.default_rng(6))
+            assert tr.process(after, 30, hurry=True).search == "guided" and after.searches == ["guided"]
         else:
             assert frame.searches == ["guided", "exhaustive"] and r.search == "exhaustive"
             assert r.integrity == PASS, r.integrity_reasons
