@@ -432,7 +432,7 @@ def test_a_hurried_frame_skips_the_exhaustive_second_search(setup):
     """A prior 2 m off with a small covariance: the guided search finds no trusted pose. Unhurried,
     the frame is searched exhaustively once more and localized; hurried (a newer frame waits, the
     nodes' real-time case) the guided failure is the answer and no pixel beyond the windows is
-    searched."""
+    searched, and the next frame, hurried too, searches everywhere straight away and is localized."""
     from sdpr_loc.data.maps import build_map
     from sdpr_loc.vision.frontend import make_extractor
     from sdpr_loc.vision.tracker import Tracker, TrackerConfig
@@ -452,6 +452,10 @@ def test_a_hurried_frame_skips_the_exhaustive_second_search(setup):
         res = tracker.process(live, fr.stamp_ns, hurry=hurry)
         if hurry:
             assert all(guides) and res.search == "guided" and not res.trusted, (guides, res.reason)
+            guides.clear()
+            res = tracker.process(live, fr.stamp_ns + 1, hurry=True)
+            assert guides and not any(guides) and res.search == "exhaustive" and res.certified, (guides, res.reason)
+            assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.25
         else:
             assert not all(guides) and res.search == "exhaustive" and res.certified, res.reason
             assert np.linalg.norm(res.T[:3, 3] - fr.pose[:3, 3]) < 0.25
@@ -541,3 +545,20 @@ def test_a_relocalization_needs_more_support_than_tracking(setup):
         assert (tracker.last_T is not None) == (verdict == "OK")
         if verdict == "FAIL":
             assert any("relocalized" in r for r in res.integrity_reasons), res.integrity_reasons
+
+
+@pytest.mark.parametrize("stride,radius", [(4, 4), (4, 1), (4, 9), (2, 3), (8, 4)])
+def test_grid_maximum_outside_the_peak_equals_masking_every_cell(stride, radius):
+    """The whole-image search's second best on the grid: only the cells near the peak are set
+    aside; the same as testing every cell, peaks at the image borders included."""
+    from sdpr_loc.vision.dense import _grid_max_outside
+
+    g = torch.Generator().manual_seed(stride * 100 + radius)
+    H, W, M = 61, 83, 400
+    gu, gv = torch.arange(0, W, stride), torch.arange(0, H, stride)
+    coarse = torch.rand(M, len(gv), len(gu), generator=g) * 2 - 1
+    u = torch.cat([torch.randint(0, W, (M - 4,), generator=g), torch.tensor([0, W - 1, 0, W - 1])])
+    v = torch.cat([torch.randint(0, H, (M - 4,), generator=g), torch.tensor([0, 0, H - 1, H - 1])])
+    far = ((gu[None, None, :] - u[:, None, None]).abs() > radius) | ((gv[None, :, None] - v[:, None, None]).abs() > radius)
+    expected = coarse.masked_fill(~far, -2.0).reshape(M, -1).amax(-1)
+    assert torch.equal(_grid_max_outside(coarse, u, v, stride, radius), expected)

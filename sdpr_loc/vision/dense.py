@@ -297,9 +297,8 @@ class DenseFrame:
             RU, RV = bu[:, None] + ru[ring], bv[:, None] + rv[ring]
             flank = self._correlate(desc, RU.clamp(0, W - 1), RV.clamp(0, H - 1))
             flank = flank.masked_fill((RU < 0) | (RU >= W) | (RV < 0) | (RV >= H), -2.0)
-            GU, GV = gu[None].expand(len(gv), -1).reshape(1, -1), gv[:, None].expand(-1, len(gu)).reshape(1, -1)
             second = torch.maximum(second, flank.amax(-1))
-            second = torch.maximum(second, coarse.reshape(M, -1).masked_fill(~far(GU, GV), -2.0).amax(-1))
+            second = torch.maximum(second, _grid_max_outside(coarse, bu, bv, s, pr))
             w = torch.arange(-int(cfg.subpixel_window), int(cfg.subpixel_window) + 1, device=dev)
             U = (bu[:, None, None] + w[None, None, :]).clamp(0, W - 1).expand(-1, len(w), -1)
             V = (bv[:, None, None] + w[None, :, None]).clamp(0, H - 1).expand(-1, -1, len(w))
@@ -448,6 +447,24 @@ class DenseFrame:
             out.points[tried], out.inv_cov[tried] = np_(P[0]), np_(Wm[0])
             out.valid[tried] = np_(ok[0] & st.valid[0]).astype(bool)
         return out
+
+
+def _grid_max_outside(coarse: Tensor, u: Tensor, v: Tensor, s: int, r: int) -> Tensor:
+    """``(M,)`` best of each row's grid cosines ``coarse (M, h, w)`` (grid pixels ``s`` apart)
+    farther than ``r`` pixels from its peak ``u, v (M,)`` (along u or v): the grid cells within
+    ``r`` (at most ``(2 r // s + 1)^2``) are set to -2 in a copy, instead of testing every cell
+    (~6x faster for a 240x320 image's grid)."""
+    M, h, w = coarse.shape
+    o = torch.arange(2 * r // s + 1, device=coarse.device)
+    rows = torch.div(v - r + s - 1, s, rounding_mode="floor").clamp(min=0)[:, None] + o   # first grid line >= v - r
+    cols = torch.div(u - r + s - 1, s, rounding_mode="floor").clamp(min=0)[:, None] + o
+    near = (((rows < h) & (rows * s <= v[:, None] + r))[:, :, None]
+            & ((cols < w) & (cols * s <= u[:, None] + r))[:, None, :]).reshape(M, -1)
+    cells = (rows.clamp(max=h - 1)[:, :, None] * w + cols.clamp(max=w - 1)[:, None, :]).reshape(M, -1)
+    out = coarse.reshape(M, -1).clone()
+    # amin: a clamped index outside the box (+2) leaves its cell as it is, whatever else lands there
+    out.scatter_reduce_(1, cells, torch.where(near, -2.0, 2.0).to(out.dtype), "amin")
+    return out.amax(-1)
 
 
 def _one_per_pixel(uv: np.ndarray, score: np.ndarray) -> np.ndarray:
