@@ -98,7 +98,9 @@ def test_stream_in_certified_poses_out(probe):
     assert len(got.certificate) >= 2 * len(frames) // 3
     assert len(got.pose) >= 2 * len(frames) // 3 - 1              # all but the origin keyframe (and drops)
     gt = {f.stamp_ns: f.pose for f in frames}
-    origin = np.linalg.inv(frames[0].pose)                        # odometry starts at the first frame
+    # odometry starts at the first frame the registration node got (keep-last-1 may drop the very
+    # first one on busy cores: CI once measured every pose 0.21 m, one frame's motion, off frame 0)
+    origin = np.linalg.inv(gt[min(got.certificate)])
     for s, (_, msg) in got.pose.items():
         cert = got.certificate[s][1]
         assert cert["certified"] == "true" and cert["level"] == 0 and float(cert["margin"]) > 0
