@@ -397,6 +397,8 @@ class Tracker:
             self.lost += 1
         if pred is None:
             best.reason = (best.reason + "; " if best.reason else "") + "relocalized by place recognition"
+        elif owed:
+            best.reason = (best.reason + "; " if best.reason else "") + "searched everywhere: owed by the frame before"
         best.extra.pop("cov_left", None)
         return best
 
