@@ -167,8 +167,8 @@ def main() -> int:
     # the grid's second best: the cells near each peak set aside vs every cell's distance tested
     from sdpr_loc.vision.dense import _grid_max_outside
 
-    _, gu, gv = live_frame._grid
-    coarse = (desc @ live_frame._grid[0]).reshape(M, len(gv), len(gu))
+    grid, gu, gv = live_frame._grid
+    coarse = (desc @ grid).reshape(M, len(gv), len(gu))
     peak = coarse.reshape(M, -1).argmax(-1)
     pu, pv = gu[peak % len(gu)], gv[peak // len(gu)]
     pr, s = int(cfg.peak_radius), DenseFrame.COARSE_STRIDE

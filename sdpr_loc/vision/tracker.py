@@ -396,9 +396,9 @@ class Tracker:
         else:
             self.lost += 1
         if pred is None:
-            best.reason = (best.reason + "; " if best.reason else "") + "relocalized by place recognition"
+            _add_reason(best, "relocalized by place recognition")
         elif owed:
-            best.reason = (best.reason + "; " if best.reason else "") + "searched everywhere: owed by the frame before"
+            _add_reason(best, "searched everywhere: owed by the frame before")
         best.extra.pop("cov_left", None)
         return best
 
@@ -561,7 +561,11 @@ class Tracker:
             if rival:
                 s["agreement_margin"] = res.inliers / rival
         res.relocalized = self.config.mode == "map" and bool(unvouched)
-        res.integrity, res.integrity_reasons = integ.assess(s, icfg, unvouched if res.relocalized else False)
+        res.integrity, res.integrity_reasons = integ.assess(s, icfg, res.relocalized and unvouched)
+
+
+def _add_reason(res: TrackResult, why: str) -> None:
+    res.reason = f"{res.reason}; {why}" if res.reason else why
 
 
 def _publishable(res: TrackResult) -> bool:
