@@ -120,7 +120,6 @@ CASES = [
     ("play", ["{corrupt_dir}"], "corrupt_dir", "cannot read bag"),
     ("play", ["{empty}"], "empty", "no messages"),
     ("play", ["{good}", "--topics", "/nope"], "good", "no topics to play"),
-    ("play", ["{good}", "--rate", "0"], None, "--rate must be positive"),
     ("launch", ["localize", "map:={missing_map}"], "missing_map", "does not exist"),
     ("launch", ["localize", "map:={corrupt_npz}"], "corrupt_npz", "not an .npz archive"),
     ("launch", ["localize", "map:={nokeys_npz}"], "nokeys_npz", "lacks arrays"),
@@ -151,6 +150,28 @@ def test_user_errors_are_one_line_with_exit_2(f, tmp_path, capsys, command, args
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     _one_line(err, command, *([f[names].name] if names else []), says)
+
+
+@pytest.mark.parametrize("command,args,option,says", [
+    ("demo", ["--world", "-1"], "--world", "zero or more"), ("make-bag", ["--out", "x.mcap", "--seed", "-2"], "--seed", "zero or more"),
+    ("demo", ["--frames", "0"], "--frames", "positive"), ("demo", ["--rate", "nan"], "--rate", "positive"),
+    ("demo", ["--every-m", "-1"], "--every-m", "positive"), ("build-map", ["--every-deg", "0"], "--every-deg", "positive"),
+    ("eval", ["--features", "0"], "--features", "positive"), ("train", ["--max-steps", "-5"], "--max-steps", "positive"),
+    ("stereo-cal", ["--sigma", "-0.5"], "--sigma", "zero or more"), ("stereo-cal", ["--poses", "0"], "--poses", "positive"),
+    ("play", ["--delay", "-1", "x.mcap"], "--delay", "zero or more"), ("play", ["--rate", "0", "x.mcap"], "--rate", "positive"),
+    ("record", ["-o", "x", "--duration", "-1"], "--duration", "zero or more"),
+    ("lifecycle", ["localization_node", "--timeout", "0"], "--timeout", "positive"),
+    ("import-kitti", ["k", "--out", "x.mcap", "--scale", "1.5"], "--scale", "in (0, 1]"),
+])
+def test_numbers_out_of_range_are_usage_errors_naming_the_option(capsys, command, args, option, says):
+    """A negative seed, zero frames, a negative keyframe spacing or noise level: refused before
+    anything runs (these ran silently, or ended in a numpy traceback)."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"sdpr-loc {command}: error: argument {option}: must be {says}")
 
 
 @pytest.mark.parametrize("command,args", [

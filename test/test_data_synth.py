@@ -265,6 +265,10 @@ def test_larger_camera_and_bad_arguments(town):
         next(iter(render_drive(town, "teach", "noon", 1)))
     with pytest.raises(ValueError, match="material"):
         town.add_quad([0, 0, 0], [1, 0, 0], [0, 1, 0], "marble")
+    with pytest.raises(ValueError, match="world seed must be an int >= 0, got -1"):
+        make_world(-1)
+    with pytest.raises(ValueError, match="drive seed must be an int >= 0, got 2.5"):
+        drive_poses(town, "repeat", 3, seed=2.5)
 
 
 def test_make_bag_cli(tmp_path, capsys):

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from sdpr_loc.argtypes import unit_interval
 
 __all__ = ["add_arguments", "run", "import_kitti"]
 
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder layout (default: detected)")
     parser.add_argument("--cameras", choices=("gray", "color"), default="gray",
                         help="gray: cam0/cam1 (default); color: cam2/cam3, converted to gray")
-    parser.add_argument("--scale", type=float, default=1.0,
+    parser.add_argument("--scale", type=unit_interval, default=1.0,
                         help="resize factor in (0, 1] (camera_info scaled to match; default 1)")
     parser.add_argument("--out", required=True, type=Path, help="output *.mcap / *.db3 or bag directory")
     parser.add_argument("--force", action="store_true", help="replace an existing bag at --out")

@@ -13,11 +13,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from .lighting import CONDITIONS
 from .messages import SUPPORTED_ENCODINGS
 from .synth import ROUTES
+from sdpr_loc.argtypes import nonnegative, positive
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -30,27 +30,15 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
-    """argparse type: a positive ``kind`` (int or float), so a bad value is a usage error."""
-    def parse(text: str):
-        v = kind(text)
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return v
-
-    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--world", type=int, default=0, metavar="SEED",
+    parser.add_argument("--world", type=nonnegative(int), default=0, metavar="SEED",
                         help="world seed: same seed, same town (default 0)")
     parser.add_argument("--condition", choices=sorted(CONDITIONS), default="day",
                         help="lighting (default day)")
-    parser.add_argument("--frames", type=_positive(int), default=300, help="stereo frames (300)")
+    parser.add_argument("--frames", type=positive(int), default=300, help="stereo frames (300)")
     parser.add_argument("--route", choices=ROUTES, default="teach",
                         help="teach: reference drive; repeat: same route with offsets")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=nonnegative(int), default=0,
                         help="drive seed: which repeat drive, noise and exposure (default 0)")
     parser.add_argument("--out", required=True, type=Path,
                         help="output: *.mcap / *.db3 file, or a rosbag2 directory")
@@ -58,11 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage for a directory output (default: from the suffix, else mcap)")
     parser.add_argument("--size", type=_size, default=(240, 320), metavar="HxW",
                         help="image size (default 240x320; e.g. 384x512)")
-    parser.add_argument("--fx", type=_positive(float), default=None,
+    parser.add_argument("--fx", type=positive(float), default=None,
                         help="focal length in pixels (default 200 * width / 320)")
-    parser.add_argument("--baseline", type=_positive(float), default=0.24, help="stereo baseline, m (0.24)")
-    parser.add_argument("--fps", type=_positive(float), default=10.0, help="frame rate (10)")
-    parser.add_argument("--speed", type=_positive(float), default=5.0, help="vehicle speed, m/s (5)")
+    parser.add_argument("--baseline", type=positive(float), default=0.24, help="stereo baseline, m (0.24)")
+    parser.add_argument("--fps", type=positive(float), default=10.0, help="frame rate (10)")
+    parser.add_argument("--speed", type=positive(float), default=5.0, help="vehicle speed, m/s (5)")
     parser.add_argument("--encoding", choices=SUPPORTED_ENCODINGS, default="mono8", help="image encoding")
     parser.add_argument("--distro", choices=("kilted", "jazzy"), default="kilted",
                         help="message typestore (default kilted)")

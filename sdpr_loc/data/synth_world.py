@@ -361,8 +361,15 @@ def _edge_samples(fp: np.ndarray, step: float = 1.0) -> np.ndarray:
     return np.concatenate(pts)
 
 
+def _check_seed(seed, what: str) -> None:
+    """Seeds feed numpy's generators, which take ints >= 0: say so instead of numpy's traceback."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{what} must be an int >= 0, got {seed!r}")
+
+
 def make_world(seed: int = 0, *, radius: float = 60.0, texture_size: int = 256) -> World:
-    """A small town around a closed road (about 2*pi*radius metres long) from ``seed``."""
+    """A small town around a closed road (about 2*pi*radius metres long) from ``seed`` (an int >= 0)."""
+    _check_seed(seed, "world seed")
     world = World(seed, texture_size)
     rng = np.random.default_rng([int(seed), 2])
     road = LoopRoad(_loop_points(rng, radius))

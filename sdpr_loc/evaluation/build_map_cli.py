@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from tqdm import tqdm
+from sdpr_loc.argtypes import positive
 
 POSES = ("ground-truth", "odometry")
 
@@ -23,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poses", default="ground-truth", choices=POSES,
                         help="keyframe poses: the bag's ground truth, or the drive's own certified odometry")
     parser.add_argument("--out", required=True, type=Path, help="map file (.npz)")
-    parser.add_argument("--every-m", type=float, default=1.0, help="new keyframe after this many metres")
-    parser.add_argument("--every-deg", type=float, default=10.0, help="... or this many degrees")
+    parser.add_argument("--every-m", type=positive(float), default=1.0, help="new keyframe after this many metres")
+    parser.add_argument("--every-deg", type=positive(float), default=10.0, help="... or this many degrees")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
 

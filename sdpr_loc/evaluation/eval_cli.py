@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from .localize import METHODS
 from .odometry import METHODS as ODOMETRY_METHODS
+from sdpr_loc.argtypes import positive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=None,
                         help=f"comma list from {', '.join(METHODS)} (map; default learned-certified,"
                              f"learned-svd,orb-ransac) or {', '.join(ODOMETRY_METHODS)} (--odometry; default all)")
-    parser.add_argument("--features", type=int, default=2000, help="--odometry: ORB features per frame (2000)")
+    parser.add_argument("--features", type=positive(int), default=2000, help="--odometry: ORB features per frame (2000)")
     parser.add_argument("--teach", type=Path, help="teach drive: builds the ORB map for orb-ransac, and "
                         "anchors a map made from odometry to the drive's ground truth (errors are "
                         "measured through the keyframe each pose was localized against)")

@@ -16,6 +16,7 @@ import torch
 
 from sdpr_loc.certify import PolyMinLayer
 from sdpr_loc.examples import save_figure
+from sdpr_loc.argtypes import positive
 
 C0 = [10.0, 2.6334, -4.3443, 0.0, 0.8055, -0.1334, 0.0389]
 TARGET = (1.7, 7.3)
@@ -129,7 +130,7 @@ def plot(hist: dict, path: Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=3000, help="Adam steps (default 3000)")
+    parser.add_argument("--steps", type=positive(int), default=3000, help="Adam steps (default 3000)")
     parser.add_argument("--out", type=Path, default=Path("out/polymin_fit.png"), help="PNG plot path")
 
 

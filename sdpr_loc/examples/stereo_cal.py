@@ -28,6 +28,7 @@ from sdpr_loc.geometry.newton_registration import newton_register, register_at, 
 from sdpr_loc.geometry.registration import Registration, register
 from sdpr_loc.geometry.se3 import make_T
 from sdpr_loc.geometry.stereo import StereoCamera, stereo_points
+from sdpr_loc.argtypes import nonnegative, positive
 
 Tensor = torch.Tensor
 TRUE_CAMERA = StereoCamera(fx=484.5, fy=484.5, cx=0.0, cy=0.0, baseline=0.24)
@@ -233,11 +234,11 @@ def plot(results: dict[str, Calibration], free, path: Path) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", choices=("b", "all"), default="b",
                         help="tune the baseline only (b) or f_u, f_v, c_u, c_v, b jointly (all)")
-    parser.add_argument("--b0", type=float, default=0.30, help="initial baseline for --params b [m]")
-    parser.add_argument("--poses", type=int, default=10, help="poses along the circle (default 10)")
-    parser.add_argument("--sigma", type=float, default=0.5, help="pixel noise std [px] (0: noise-free)")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 40 for b, 25 for all)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    parser.add_argument("--b0", type=positive(float), default=0.30, help="initial baseline for --params b [m]")
+    parser.add_argument("--poses", type=positive(int), default=10, help="poses along the circle (default 10)")
+    parser.add_argument("--sigma", type=nonnegative(float), default=0.5, help="pixel noise std [px] (0: noise-free)")
+    parser.add_argument("--steps", type=positive(int), default=None, help="optimiser steps (default 40 for b, 25 for all)")
+    parser.add_argument("--seed", type=nonnegative(int), default=0, help="noise seed")
     parser.add_argument("--out", type=Path, default=Path("out/stereo_cal"), help="output folder (PNG)")
 
 

@@ -26,21 +26,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sdpr_loc.argtypes import nonnegative, positive
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="bags, map, outputs, PNG")
-    parser.add_argument("--world", type=int, default=0, help="synthetic town seed")
-    parser.add_argument("--frames", type=int, default=200, help="frames per drive (10 Hz)")
+    parser.add_argument("--world", type=nonnegative(int), default=0, help="synthetic town seed")
+    parser.add_argument("--frames", type=positive(int), default=200, help="frames per drive (10 Hz)")
     parser.add_argument("--teach", default="day", choices=("day", "dusk", "night"), help="teach lighting")
     parser.add_argument("--repeat", default="night", choices=("day", "dusk", "night"), help="repeat lighting")
     parser.add_argument("--frontend", default="auto", choices=("auto", "orb", "network"),
                         help="auto: the packaged model if present, else orb")
     parser.add_argument("--model", default="", help="network checkpoint (frontend network)")
-    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
-    parser.add_argument("--every-m", type=float, default=1.0, help="map keyframe spacing (m)")
+    parser.add_argument("--rate", type=positive(float), default=1.0, help="playback speed factor")
+    parser.add_argument("--every-m", type=positive(float), default=1.0, help="map keyframe spacing (m)")
     parser.add_argument("--poses", default="odometry", choices=("odometry", "ground-truth"),
                         help="map keyframe poses: the teach drive's own odometry, or its ground truth")
 

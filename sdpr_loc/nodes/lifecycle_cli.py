@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from sdpr_loc.argtypes import positive
+
 __all__ = ["add_arguments", "run", "TRANSITIONS"]
 
 TRANSITIONS = ("configure", "activate", "deactivate", "cleanup", "shutdown")
@@ -19,7 +21,7 @@ TRANSITIONS = ("configure", "activate", "deactivate", "cleanup", "shutdown")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("node", help="node name, with its namespace if any (localization_node, /robot/keypoint_node)")
     parser.add_argument("transition", nargs="?", choices=TRANSITIONS, help="transition to request; none: print the state")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node (and its answer)")
+    parser.add_argument("--timeout", type=positive(float), default=30.0, help="seconds to wait for the node (and its answer)")
 
 
 def run(args: argparse.Namespace) -> int:

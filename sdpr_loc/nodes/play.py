@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .runtime import init_stoppable
+from sdpr_loc.argtypes import nonnegative, positive
 
 __all__ = ["add_arguments", "run", "message_class", "play"]
 
@@ -89,11 +90,11 @@ def play(node, bag: str | Path, rate: float = 1.0, topics: list[str] | None = No
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", help="rosbag2 directory or .mcap/.db3 file")
-    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
+    parser.add_argument("--rate", type=positive(float), default=1.0, help="playback speed factor (default 1)")
     parser.add_argument("--topics", nargs="+", help="play only these topics")
     parser.add_argument("--remap", nargs="+", default=[], metavar="OLD:=NEW", help="rename topics")
     parser.add_argument("--loop", action="store_true", help="start again at the end")
-    parser.add_argument("--delay", type=float, default=1.0,
+    parser.add_argument("--delay", type=nonnegative(float), default=1.0,
                         help="seconds to wait for subscribers to be discovered before playing")
 
 
@@ -103,8 +104,6 @@ def run(args: argparse.Namespace) -> int:
     from sdpr_loc.data.bags import open_reader
     from sdpr_loc.errors import UsageError
 
-    if not args.rate > 0:
-        raise UsageError(f"--rate must be positive, got {args.rate}")
     remap = {}
     for item in args.remap:
         if ":=" not in item:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .runtime import init_stoppable
+from sdpr_loc.argtypes import nonnegative
 
 __all__ = ["add_arguments", "run", "Recorder", "DEFAULT_TOPICS"]
 
@@ -91,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"topics to record (default: {' '.join(DEFAULT_TOPICS)})")
     parser.add_argument("-o", "--output", required=True, help="bag directory to create")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = on Ctrl-C)")
+    parser.add_argument("--duration", type=nonnegative(float), default=0.0, help="stop after this many seconds (0 = on Ctrl-C)")
 
 
 def run(args: argparse.Namespace) -> int:

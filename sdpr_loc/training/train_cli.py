@@ -28,6 +28,7 @@ from pathlib import Path
 from torch.utils.data import ConcatDataset, Subset
 
 from sdpr_loc.errors import UsageError
+from sdpr_loc.argtypes import positive
 
 __all__ = ["add_arguments", "run", "build_datasets"]
 
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of --teach/--repeat: consecutive-frame pairs of these bags")
     parser.add_argument("--val-odometry", nargs="+", type=Path, default=None,
                         help="validation bag(s) of consecutive-frame pairs")
-    parser.add_argument("--stride", type=int, default=1, help="--odometry: frames between the pair (1)")
+    parser.add_argument("--stride", type=positive(int), default=1, help="--odometry: frames between the pair (1)")
     parser.add_argument("--val-teach", nargs="+", type=Path, default=None, help="validation teach bag(s)")
     parser.add_argument("--val-repeat", nargs="+", type=Path, default=None, help="validation repeat bag(s)")
     parser.add_argument("--out", type=Path, default=Path("runs/train"),
@@ -51,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", default=None, help="fine-tune from this checkpoint (e.g. models/*.pt)")
     parser.add_argument("--freeze", default=None,
                         help="comma list of frozen parts: encoder, decoder, detector, score, projection")
-    parser.add_argument("--epochs", type=int, default=None, help="override epochs")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop (and save) after this many steps")
+    parser.add_argument("--epochs", type=positive(int), default=None, help="override epochs")
+    parser.add_argument("--max-steps", type=positive(int), default=None, help="stop (and save) after this many steps")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="bag index cache (default OUT/cache)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
