@@ -199,11 +199,12 @@ def test_a_relocalization_whose_candidates_disagree_needs_a_clear_margin():
     cfg = integ.IntegrityConfig()
     base = {"chi2": 110.0, "chi2_dof": 114, "chi2_p": 0.6, "inliers": 40, "inlier_ratio": 0.78, "position_std": 0.12}
     close = {**base, "agreement_m": 3.16, "agreement_margin": 40 / 37}
-    verdict, why = integ.assess(close, cfg, relocalized=True)
-    assert verdict == integ.FAIL and any(w.startswith("agreement") and "1.08 x" in w for w in why), why
+    verdict, why = integ.assess(close, cfg, unvouched="place recognition: no motion prior")
+    assert verdict == integ.FAIL and any(w.startswith("agreement") and "1.08 x" in w
+                                         and "relocalized (place recognition: no motion prior)" in w for w in why), why
     assert integ.assess(close, cfg)[0] == integ.WARNING
     clear = {**close, "agreement_margin": 68 / 43}
-    assert integ.assess(clear, cfg, relocalized=True)[0] == integ.WARNING
+    assert integ.assess(clear, cfg, unvouched="place recognition: no motion prior")[0] == integ.WARNING
     with pytest.raises(ValueError, match="relocalization_margin"):
         integ.IntegrityConfig(relocalization_margin=0.5)
 

@@ -82,13 +82,13 @@ def run(args: argparse.Namespace) -> int:
         with StereoBag(args.teach) as bag:
             idx = bag.index()
         anchors = {k: keyframe_anchors(m, idx.stamps, idx.poses) for k, m in maps.items()}
-    per_frame = {}
+    per_frame, tracker_config = {}, TrackerConfig(guided=args.search == "guided")
     with StereoBag(args.repeat).require_frames() as bag:
         for m in methods:
             with tqdm(total=len(bag), desc=m, unit="frame") as bar:
                 per_frame[m] = run_method(m, maps[METHODS[m][0]], bag, model_path=args.model,
                                           device=args.device, progress=bar, prior=not args.kidnapped,
-                                          tracker_config=TrackerConfig(guided=args.search == "guided"),
+                                          tracker_config=tracker_config,
                                           anchors=None if anchors is None else anchors[METHODS[m][0]],
                                           publish_integrity=args.publish_integrity)
     rows = [summarize(m, r) for m, r in per_frame.items()]
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     any_map = next(iter(maps.values()))
     png = plot(args.out / "eval.png", per_frame, any_map.poses[:, :2, 3],
                title=f"{args.repeat.name} vs map {args.map.name}")
-    ipng = plot_integrity(args.out / "eval_integrity.png", per_frame)
+    ipng = plot_integrity(args.out / "eval_integrity.png", per_frame,
+                          position_limit=tracker_config.integrity.max_position_std)
     print(f"wrote {csv_path}, {frames_csv}, {png}, {ipng}")
     return 0
 

@@ -134,11 +134,13 @@ def save_figure(fig, path: Path, title: str = "") -> Path:
     return path
 
 
-def plot_integrity(path: Path, per_frame: dict[str, list[FrameResult]], stat: str = MAIN_STAT) -> Path:
+def plot_integrity(path: Path, per_frame: dict[str, list[FrameResult]], stat: str = MAIN_STAT,
+                   position_limit: float | None = None) -> Path:
     """Translation error of every trusted pose against integrity statistic ``stat``, coloured by
     verdict (published: OK, WARN; withheld: FAIL), one panel per method; for the stated position
-    std, its limit and the lines where the error is 1 and 3 stated sigmas (an honest covariance
-    keeps most points below the 3-sigma line)."""
+    std, its limit (``position_limit``: the run's ``max_position_std``, default the
+    IntegrityConfig's) and the lines where the error is 1 and 3 stated sigmas (an honest
+    covariance keeps most points below the 3-sigma line)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +162,7 @@ def plot_integrity(path: Path, per_frame: dict[str, list[FrameResult]], stat: st
         xlabel = stat
         if stat == "position_std":
             xlabel = "stated 1-sigma position error [m] (position_std)"
-            limit = IntegrityConfig().max_position_std
+            limit = IntegrityConfig().max_position_std if position_limit is None else position_limit
             ax.axvline(limit, color="tab:red", ls="-.", lw=1, label=f"precision limit {limit:g} m")
             lo, hi = ax.get_xlim()
             x = np.geomspace(lo, hi, 50)

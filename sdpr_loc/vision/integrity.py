@@ -223,14 +223,15 @@ def nees(T: np.ndarray, cov_ros: np.ndarray, T_gt: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------------
 # verdict
 # ------------------------------------------------------------------------------------------------
-def assess(s: dict, cfg: IntegrityConfig, relocalized: bool | str = False) -> tuple[str, list[str]]:
+def assess(s: dict, cfg: IntegrityConfig, unvouched: str = "") -> tuple[str, list[str]]:
     """(verdict, reasons) from the statistics ``s`` (keys as the tracker fills them; missing or
-    NaN statistics are not checked). FAIL beats WARN beats OK. ``relocalized``: no prior vouches
+    NaN statistics are not checked). FAIL beats WARN beats OK. ``unvouched``: why no prior vouches
     for the pose (place recognition, a prediction looser than ``max_prediction_std``, or one
-    extrapolated from a pose that nothing vouched for and that failed), so nothing but its own
-    support and the other candidates do; a string says which (it goes into the reasons)."""
+    extrapolated from a pose that nothing vouched for and that failed), which is then judged like
+    a relocalization: by its own support and the other candidates alone (the reason goes into the
+    reasons). Empty: a prior vouches."""
     fail, warn = [], []
-    whose = "no prior that vouches for it" if relocalized is True else str(relocalized)
+    relocalized, whose = bool(unvouched), unvouched
 
     def ok(key):
         v = s.get(key, float("nan"))

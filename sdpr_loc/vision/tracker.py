@@ -561,7 +561,7 @@ class Tracker:
             if rival:
                 s["agreement_margin"] = res.inliers / rival
         res.relocalized = self.config.mode == "map" and bool(unvouched)
-        res.integrity, res.integrity_reasons = integ.assess(s, icfg, res.relocalized and unvouched)
+        res.integrity, res.integrity_reasons = integ.assess(s, icfg, unvouched if res.relocalized else "")
 
 
 def _add_reason(res: TrackResult, why: str) -> None:
