@@ -23,7 +23,7 @@ from sdpr_loc.geometry.stereo import StereoCamera
 from .bags import StereoFrame
 from .lighting import CONDITIONS, Condition, get_condition, solve_gain
 from .render import StereoRenderer
-from .synth_world import Box, LoopRoad, Quad, World, _check_seed, make_world
+from .synth_world import Box, LoopRoad, Quad, World, check_seed, make_world
 
 __all__ = ["World", "make_world", "render_drive", "drive_poses", "default_camera",
            "StereoRenderer", "CONDITIONS", "Condition", "get_condition", "Quad", "Box",
@@ -116,7 +116,7 @@ def drive_poses(world: World, route: str = "teach", frames: int = 300, seed: int
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     if frames < 0:
         raise ValueError(f"frames must be >= 0, got {frames}")
-    _check_seed(seed, "drive seed")
+    check_seed(seed, "drive seed")
     if not fps > 0 or not speed > 0:
         raise ValueError("fps and speed must be positive")
     road = world.road

@@ -15,7 +15,7 @@ import numpy as np
 
 from .textures import TextureAtlas, standard_materials
 
-__all__ = ["Quad", "Box", "LoopRoad", "World", "make_world", "TEXTURE_METRES"]
+__all__ = ["Quad", "Box", "LoopRoad", "World", "make_world", "check_seed", "TEXTURE_METRES"]
 
 # metres covered by one repeat of each tiled material (u, v)
 TEXTURE_METRES = {
@@ -361,7 +361,7 @@ def _edge_samples(fp: np.ndarray, step: float = 1.0) -> np.ndarray:
     return np.concatenate(pts)
 
 
-def _check_seed(seed, what: str) -> None:
+def check_seed(seed, what: str) -> None:
     """Seeds feed numpy's generators, which take ints >= 0: say so instead of numpy's traceback."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"{what} must be an int >= 0, got {seed!r}")
@@ -369,7 +369,7 @@ def _check_seed(seed, what: str) -> None:
 
 def make_world(seed: int = 0, *, radius: float = 60.0, texture_size: int = 256) -> World:
     """A small town around a closed road (about 2*pi*radius metres long) from ``seed`` (an int >= 0)."""
-    _check_seed(seed, "world seed")
+    check_seed(seed, "world seed")
     world = World(seed, texture_size)
     rng = np.random.default_rng([int(seed), 2])
     road = LoopRoad(_loop_points(rng, radius))
