@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from sdpr_loc.argtypes import unit_interval
 
 __all__ = ["add_arguments", "run", "import_kitti"]

@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from sdpr_loc.argtypes import nonnegative, positive
 from .lighting import CONDITIONS
 from .messages import SUPPORTED_ENCODINGS
 from .synth import ROUTES
-from sdpr_loc.argtypes import nonnegative, positive
 
 
 def _size(text: str) -> tuple[int, int]:

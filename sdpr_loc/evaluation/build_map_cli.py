@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from tqdm import tqdm
+
 from sdpr_loc.argtypes import positive
 
 POSES = ("ground-truth", "odometry")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sdpr_loc.argtypes import positive
 from .localize import METHODS
 from .odometry import METHODS as ODOMETRY_METHODS
-from sdpr_loc.argtypes import positive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sdpr_loc.argtypes import positive
 from sdpr_loc.certify import PolyMinLayer
 from sdpr_loc.examples import save_figure
-from sdpr_loc.argtypes import positive
 
 C0 = [10.0, 2.6334, -4.3443, 0.0, 0.8055, -0.1334, 0.0389]
 TARGET = (1.7, 7.3)

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
+from sdpr_loc.argtypes import nonnegative, positive
 from sdpr_loc.examples import save_figure
 from sdpr_loc.geometry.calibration import PARAMS, Calibration, calibrate_stereo, certified_solver
 from sdpr_loc.geometry.newton_registration import newton_register, register_at, weighted_cost
 from sdpr_loc.geometry.registration import Registration, register
 from sdpr_loc.geometry.se3 import make_T
 from sdpr_loc.geometry.stereo import StereoCamera, stereo_points
-from sdpr_loc.argtypes import nonnegative, positive
 
 Tensor = torch.Tensor
 TRUE_CAMERA = StereoCamera(fx=484.5, fy=484.5, cx=0.0, cy=0.0, baseline=0.24)

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from sdpr_loc.argtypes import nonnegative, positive
 
 __all__ = ["add_arguments", "run"]

@@ -13,6 +13,7 @@ import argparse
 
 from sdpr_loc.argtypes import positive
 
+
 __all__ = ["add_arguments", "run", "TRANSITIONS"]
 
 TRANSITIONS = ("configure", "activate", "deactivate", "cleanup", "shutdown")

@@ -11,8 +11,8 @@ import importlib
 import time
 from pathlib import Path
 
-from .runtime import init_stoppable
 from sdpr_loc.argtypes import nonnegative, positive
+from .runtime import init_stoppable
 
 __all__ = ["add_arguments", "run", "message_class", "play"]
 

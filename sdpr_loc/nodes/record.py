@@ -11,8 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .runtime import init_stoppable
 from sdpr_loc.argtypes import nonnegative
+from .runtime import init_stoppable
 
 __all__ = ["add_arguments", "run", "Recorder", "DEFAULT_TOPICS"]
 

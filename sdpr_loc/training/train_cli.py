@@ -27,8 +27,8 @@ from pathlib import Path
 
 from torch.utils.data import ConcatDataset, Subset
 
-from sdpr_loc.errors import UsageError
 from sdpr_loc.argtypes import positive
+from sdpr_loc.errors import UsageError
 
 __all__ = ["add_arguments", "run", "build_datasets"]
 
