@@ -214,3 +214,34 @@ def test_play_keeps_the_recorded_rate_scaled(tmp_path, probe):
         play(probe, bag, rate=0)
     with pytest.raises(ValueError, match="no topics"):
         play(probe, bag, topics=["/nope"])
+
+
+def test_a_teach_map_survives_a_double_ctrl_c(tmp_path, probe):
+    """Ctrl-C in a terminal reaches a node twice: from the terminal (the whole process group) and
+    forwarded by the launcher (`sdpr-loc launch`, `ros2 launch`). The map that teach mode writes
+    at shutdown must survive the second SIGINT (it was lost to a KeyboardInterrupt in the middle
+    of writing it)."""
+    from sdpr_loc.data.maps import KeyframeMap
+    from sdpr_loc.data.synth import make_world, render_drive
+    from sdpr_loc.nodes.graph_probe import OutputListener, StereoPublisher
+
+    frames = list(render_drive(make_world(103), "teach", "day", frames=4))
+    path = tmp_path / "taught.npz"
+    name = f"teach_probe_{os.getpid()}"
+    p = _node_process("sdpr_loc.nodes.localization_node", "-r", f"__node:={name}", "-p", "mode:=teach",
+                      "-p", f"save_map_path:={path}", "-p", "device:=cpu")
+    try:
+        pub, out = StereoPublisher(probe), OutputListener(probe)
+        _wait(lambda: pub.subscribers() > 0 or p.poll() is not None, 120, "the teach node to subscribe")
+        for f in frames:     # one at a time: every frame is processed (a keyframe needs one)
+            pub.publish_frame(f)
+            _wait(lambda: f.stamp_ns in out.got.certificate or p.poll() is not None, 60, "a certificate")
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        log, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0 and "Traceback" not in log, log
+    assert "wrote" in log and len(KeyframeMap.load(path)) >= 1, log

@@ -142,6 +142,7 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
+            _finish_undisturbed()
             executor.shutdown(timeout_sec=1.0)
     finally:
         if node is not None:
@@ -150,7 +151,19 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
                 close()
             node.destroy_node()
         rclpy.try_shutdown()
+        _finish_undisturbed()       # rclpy's shutdown puts back the handlers it found at init
     return 0
+
+
+def _finish_undisturbed() -> None:
+    """Once the node is shutting down, ignore SIGINT and SIGTERM: Ctrl-C in a terminal reaches a
+    node twice (the terminal signals the whole process group, the launcher forwards it too), and
+    the second one interrupted the shutdown, losing the map teach mode writes then. A node that
+    hangs still stops: launchers escalate to SIGKILL."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def cpu_threads(n: int) -> None:
