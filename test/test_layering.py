@@ -5,7 +5,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "sdpr_loc"
 # lower number = lower layer; a module may import its own layer and those below
-LAYERS = {"errors": 0, "resources": 0, "argtypes": 0, "certify": 1, "poly": 2, "geometry": 2, "vision": 3, "data": 4,
+LAYERS = {"errors": 0, "resources": 0, "argtypes": 0, "files": 0, "certify": 1, "poly": 2, "geometry": 2, "vision": 3, "data": 4,
           "training": 5, "evaluation": 6, "examples": 6, "nodes": 7, "cli": 8, "__init__": 8}
 
 

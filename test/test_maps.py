@@ -42,6 +42,26 @@ def test_roundtrip_is_exact_and_atomic(teach, tmp_path):
     assert back.frontend == "orb" and back.frame_id == "map"
 
 
+def test_files_written_whole_get_the_usual_permissions(teach, tmp_path):
+    """A map (and a checkpoint) is readable as the umask allows, like any file the user writes:
+    teach mode's map was 0600, unreadable to a localization launched under another user."""
+    import os
+    import stat
+
+    import torch
+
+    from sdpr_loc.training.checkpoint import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        paths = [teach[3].save(tmp_path / "m.npz"), atomic_save({"a": torch.ones(1)}, tmp_path / "c.pt")]
+        os.umask(0o027)
+        paths.append(teach[3].save(tmp_path / "g.npz"))
+    finally:
+        os.umask(old)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in paths] == [0o644, 0o644, 0o640]
+
+
 def test_load_rejects_bad_files(teach, tmp_path):
     with pytest.raises(MapError, match="does not exist"):
         KeyframeMap.load(tmp_path / "nope.npz")

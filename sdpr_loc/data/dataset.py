@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -26,6 +25,7 @@ from torch.utils.data import Dataset
 
 from .bags import BagIndex, StereoBag, StereoTopics, bag_checksum
 from .errors import BagError
+from sdpr_loc.files import atomic_write
 from sdpr_loc.geometry.se3 import rotation_angle_deg
 
 __all__ = ["PairDataset", "OdometryDataset", "load_index", "relative_pose", "rotation_angle_deg",
@@ -78,14 +78,8 @@ def load_index(bag: StereoBag, cache_dir: str | os.PathLike | None = None) -> Ba
         except (OSError, KeyError, ValueError):
             path.unlink(missing_ok=True)  # damaged cache entry: rebuild it
     idx = bag.index()
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz")
-    os.close(fd)
-    try:
-        idx.save(tmp)
-        os.replace(tmp, path)  # atomic: concurrent workers never see half a file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as fh:     # concurrent workers never see half a file
+        idx.save(fh)
     return idx
 
 

@@ -11,7 +11,6 @@ descriptors: a map made with ORB cannot be matched against network descriptors.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from sdpr_loc.errors import UserError
+from sdpr_loc.files import atomic_write
 from sdpr_loc.geometry.se3 import rotation_angle_deg
 from sdpr_loc.vision.keypoints import StereoKeypoints
 
@@ -175,24 +175,17 @@ class KeyframeMap:
 
     # ----- files -----
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temporary file, then rename): a crash never leaves half a map."""
+        """Write atomically (:func:`~sdpr_loc.files.atomic_write`): a crash never leaves half a map."""
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(
-                    fh, format_version=np.int64(FORMAT_VERSION), poses=self.poses, stamps=self.stamps,
-                    offsets=self.offsets, points=self.points, inv_cov=self.inv_cov,
-                    descriptors=self.descriptors, scores=self.scores, uv=self.uv,
-                    disparity=self.disparity, frontend=np.str_(self.frontend),
-                    frame_id=np.str_(self.frame_id))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as fh:
+            np.savez_compressed(
+                fh, format_version=np.int64(FORMAT_VERSION), poses=self.poses, stamps=self.stamps,
+                offsets=self.offsets, points=self.points, inv_cov=self.inv_cov,
+                descriptors=self.descriptors, scores=self.scores, uv=self.uv,
+                disparity=self.disparity, frontend=np.str_(self.frontend),
+                frame_id=np.str_(self.frame_id))
         return path
 
     @classmethod

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from sdpr_loc.files import atomic_write
 from sdpr_loc.vision.network import KeypointNet
 from sdpr_loc.vision.pipeline import LocalizerConfig
 # loading weights for inference is a vision job (sdpr_loc.vision.weights); training re-exports it
@@ -36,26 +36,8 @@ _PLAIN = (bool, int, float, str)
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` via temp file + fsync + rename (never a half-written file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        try:  # make the rename itself durable
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
     return path
 
 
