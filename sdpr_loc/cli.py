@@ -66,10 +66,16 @@ def run_command(name: str, call: Callable[[], int | None], debug: bool = False) 
     """Run one command; a user error becomes one line on stderr and exit status 2, a bug raises.
 
     User errors: :class:`UserError`, an OS error about a path, and ``SystemExit("message")``
-    (argparse's own exits carry a status, not a message, and pass through).
+    (argparse's own exits carry a status, not a message, and pass through). Ctrl-C
+    (``KeyboardInterrupt``) is one line too, exit status 130 as shells report it.
     """
     try:
         return int(call() or 0)
+    except KeyboardInterrupt:    # Ctrl-C: the user's own stop, not a bug (files are written atomically)
+        if debug:
+            traceback.print_exc()
+        print(f"sdpr-loc {name}: interrupted", file=sys.stderr)
+        return 130
     except (UserError, SystemExit, *PATH_ERRORS) as err:
         if isinstance(err, SystemExit) and not isinstance(err.code, str):
             raise

@@ -189,6 +189,15 @@ def test_bad_arguments_exit_2_with_usage(capsys, command, args):
     assert err.strip().splitlines()[-1].startswith(f"sdpr-loc {command}: error: ")
 
 
+def test_ctrl_c_is_one_line_with_exit_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert cli.run_command("build-map", interrupted) == 130
+    err = capsys.readouterr().err
+    assert err == "sdpr-loc build-map: interrupted\n"
+
+
 def test_a_bug_keeps_its_traceback_and_debug_shows_user_error_tracebacks(capsys, monkeypatch):
     def bug():
         raise RuntimeError("internal inconsistency")

@@ -106,6 +106,45 @@ def test_resume_after_kill_is_bit_exact(pairs, tmp_path):
     assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
 
 
+def test_a_stop_request_saves_that_step_and_resumes_exactly(pairs, tmp_path):
+    """``should_stop`` (a Ctrl-C of `sdpr-loc train`, the trainer node's ~/stop) ends training after
+    the current step with everything saved, though no checkpoint was due (checkpoint_every 100):
+    resuming gives the uninterrupted run's weights bit for bit."""
+    from sdpr_loc.training.checkpoint import load_checkpoint
+
+    params = load_params(None, {**SMALL, "width": 4, "epochs": 2, "batch_size": 4, "checkpoint_every": 100,
+                                "augment": True})
+    full = Trainer(params, pairs, out_dir=tmp_path / "full", device="cpu")
+    full.fit()
+    cut = Trainer(params, pairs, out_dir=tmp_path / "cut", device="cpu")
+    done = cut.fit(should_stop=lambda: cut.global_step >= 5)
+    assert [r["step"] for r in done] == [1, 2, 3, 4, 5]
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["global_step"] == 5
+    assert (tmp_path / "cut" / "model.pt").exists()
+    resumed = Trainer(params, pairs, out_dir=tmp_path / "cut", device="cpu")
+    assert [r["step"] for r in resumed.fit(resume=True)] == [6, 7, 8]
+    wa, wb = _weights(full), _weights(resumed)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_the_first_ctrl_c_asks_for_a_stop_the_second_aborts():
+    import os
+    import signal
+
+    from sdpr_loc.training.train_cli import _stop_on_ctrl_c
+
+    before = signal.getsignal(signal.SIGINT)
+    stop, restore = _stop_on_ctrl_c()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_finetune_freezes_and_checkpoint_errors(pairs, tmp_path):
     base = load_params(None, {**SMALL, "width": 4, "epochs": 1, "batch_size": 4})
     Trainer(base, pairs, out_dir=tmp_path / "base", device="cpu").fit(max_steps=1)

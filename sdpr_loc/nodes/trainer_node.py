@@ -34,10 +34,6 @@ __all__ = ["TrainerNode", "project_train", "main"]
 TrainFn = Callable[[dict, Callable[[dict], None], Callable[[], bool]], str]
 
 
-class _Stop(Exception):
-    pass
-
-
 def project_train(job: dict, progress: Callable[[dict], None], should_stop: Callable[[], bool]) -> str:
     """Run the project trainer on ``job`` (teach, repeat, params, output, run_dir, device).
 
@@ -63,13 +59,9 @@ def project_train(job: dict, progress: Callable[[dict], None], should_stop: Call
     def on_step(rec: dict) -> None:
         progress({"epoch": rec.get("epoch", 0), "step": rec.get("step", 0), "total_steps": trainer.total_steps,
                   "loss": rec.get("loss", float("nan")), "skipped": rec.get("skipped", 0)})
-        if should_stop():
-            raise _Stop
 
     try:
-        trainer.fit(on_step=on_step)
-    except _Stop:
-        trainer.save()
+        trainer.fit(on_step=on_step, should_stop=should_stop)
     finally:
         teardown()
     meta = {"epoch": trainer.epoch, "global_step": trainer.global_step}

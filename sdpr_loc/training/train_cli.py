@@ -23,7 +23,11 @@ e.g. imported KITTI sequences; ``--val-odometry`` bags validate::
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
 from pathlib import Path
+from typing import Callable
 
 from torch.utils.data import ConcatDataset, Subset
 
@@ -133,11 +137,36 @@ def run(args) -> int:
     train, val = build_datasets(args, params)
     trainer = Trainer(params, train, val, out_dir=args.out, device=args.device,
                       save_replicas=args.save_replicas)
+    stop, restore = _stop_on_ctrl_c()
     try:
-        trainer.fit(resume=args.resume, max_steps=args.max_steps)
+        trainer.fit(resume=args.resume, max_steps=args.max_steps, should_stop=stop.is_set)
     finally:
+        restore()
         from .distributed import teardown
         teardown()
     if trainer.dist.main:
+        if stop.is_set():
+            print(f"stopped at step {trainer.global_step}; the same command with --resume continues it",
+                  file=sys.stderr)
         print(f"checkpoints in {args.out}: last.pt (resume), model.pt, best.pt")
     return 0
+
+
+def _stop_on_ctrl_c() -> tuple[threading.Event, Callable[[], None]]:
+    """(stop, restore): the first Ctrl-C sets ``stop``, so training ends after the current step
+    with everything saved (it used to end in a traceback, losing the steps since the last
+    checkpoint); a second one aborts at once (the last checkpoint is whole: files are written
+    atomically). ``restore()`` puts the previous handler back. Outside the main thread (where
+    Python cannot handle signals) Ctrl-C keeps its default."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return stop, lambda: None
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nCtrl-C: stopping after this step and saving (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    return stop, lambda: signal.signal(signal.SIGINT, old)

@@ -231,11 +231,14 @@ class Trainer:
                 "nonfinite": int(not finite), "lr": lr}
 
     def fit(self, resume: bool = False, max_steps: int | None = None,
-            on_step: Callable[[dict], None] | None = None) -> list[dict]:
+            on_step: Callable[[dict], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> list[dict]:
         """Run to the configured number of epochs (or ``max_steps`` global steps, then save).
 
         Returns this call's step records. ``on_step(record)`` runs after each step (and after
-        its checkpoint, if one was due).
+        its checkpoint, if one was due). ``should_stop()`` is asked after each step: true on any
+        process (a Ctrl-C, a stop service), every process ends after this same step with the full
+        state saved (``last.pt``, resumable) and the network in ``model.pt``, as after ``max_steps``.
         """
         if resume:
             self.resume()
@@ -243,7 +246,7 @@ class Trainer:
         history: list[dict] = []
         try:
             while self.epoch < self.cfg.epochs:
-                if self._run_epoch(history, max_steps, on_step):
+                if self._run_epoch(history, max_steps, on_step, should_stop):
                     self.save()
                     if self.dist.main:  # model.pt always holds the latest weights
                         save_network(self.out / "model.pt", self.network, self.params.localizer,
@@ -257,7 +260,7 @@ class Trainer:
         D.barrier()
         return history
 
-    def _run_epoch(self, history: list[dict], max_steps: int | None, on_step) -> bool:
+    def _run_epoch(self, history: list[dict], max_steps: int | None, on_step, should_stop=None) -> bool:
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -288,6 +291,9 @@ class Trainer:
             if on_step is not None:
                 on_step(rec)
             if max_steps is not None and self.global_step >= max_steps:
+                return True
+            # every process must stop after the same step (the next one's collectives would hang)
+            if should_stop is not None and D.all_reduce_sum([float(bool(should_stop()))], self.device)[0] > 0:
                 return True
         return False
 
