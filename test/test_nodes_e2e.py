@@ -245,3 +245,36 @@ def test_a_teach_map_survives_a_double_ctrl_c(tmp_path, probe):
             p.kill()
     assert p.returncode == 0 and "Traceback" not in log, log
     assert "wrote" in log and len(KeyframeMap.load(path)) >= 1, log
+
+
+def test_ctrl_c_during_the_demo_stops_everything_in_one_line(tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole process group) while `sdpr-loc demo` plays: one
+    line and exit status 130, the recording closed, no node process left (it was an RCLError
+    traceback from the player, whose ROS context rclpy's own handler had shut down)."""
+    from rosbags.highlevel import AnyReader
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "sdpr_loc.cli", "demo", "--frontend", "orb", "--frames", "40",
+                          "--out", str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in p.stdout:          # until the player starts
+            lines.append(line)
+            if line.startswith("playing "):
+                break
+        time.sleep(1.0)
+        os.killpg(p.pid, signal.SIGINT)
+        rest, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    log = "".join(lines) + rest
+    assert p.returncode == 130 and "Traceback" not in log, log
+    assert log.rstrip().endswith("sdpr-loc demo: interrupted"), log
+    time.sleep(1.0)
+    with pytest.raises(ProcessLookupError):   # the nodes it started are gone too
+        os.killpg(p.pid, 0)
+    (outputs,) = tmp_path.glob("outputs_*")
+    with AnyReader([outputs]) as reader:      # a whole rosbag2 (metadata written at close)
+        assert {c.topic for c in reader.connections} >= {"/certificate"}

@@ -122,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
     if model:
         launch_args["model"] = model
     procs = launch_cli.start(bringup.plan("localize", launch_args), env=dict(os.environ), log_dir=out / "logs")
-    rclpy.init()
+    # no rclpy signal handlers: Ctrl-C is a KeyboardInterrupt here (the `finally` below closes the
+    # recording and stops the nodes; `sdpr-loc` reports it in one line), not a context shut down
+    # under the player's feet (an RCLError traceback)
+    rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = rclpy.create_node("sdpr_loc_demo")
     listener = OutputListener(node)
     outputs = out / f"outputs_{time.strftime('%Y%m%d_%H%M%S')}"

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from sdpr_loc.errors import UsageError
 
     name = "/" + args.node.strip("/")
-    rclpy.init(args=["sdpr_loc_lifecycle"])
+    rclpy.init(args=["sdpr_loc_lifecycle"], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = rclpy.create_node("sdpr_loc_lifecycle")
     try:
         def call(srv, service: str, request):
