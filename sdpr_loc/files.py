@@ -7,6 +7,7 @@ The temporary file is created with the usual permissions (0666 less the umask): 
 localization launched under another user."""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "writable_folder"]
 
 
 @contextmanager
@@ -49,3 +50,13 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """``folder``, made if needed and checked writable: a command fails on an unusable output
+    before its work, not after it (build-map and eval wrote their results only after minutes)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(errno.EACCES, "output folder is not writable", str(folder))
+    return folder

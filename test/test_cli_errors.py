@@ -189,6 +189,30 @@ def test_bad_arguments_exit_2_with_usage(capsys, command, args):
     assert err.strip().splitlines()[-1].startswith(f"sdpr-loc {command}: error: ")
 
 
+@pytest.mark.parametrize("command,args", [
+    ("build-map", ["--teach", "{good}", "--out", "{blocker}/map.npz"]),
+    ("eval", ["--odometry", "{good}", "--out", "{blocker}/eval"]),
+    ("stereo-cal", ["--out", "{blocker}/cal"]),
+])
+def test_an_unusable_output_fails_before_the_work(f, tmp_path, capsys, monkeypatch, command, args):
+    """An --out that cannot be written (here under a regular file) is one line before anything
+    runs: build-map and eval used to fail only after building the map / evaluating every frame."""
+    import sdpr_loc.evaluation.build_map_cli as build_map_cli
+    import sdpr_loc.evaluation.odometry as odometry
+    import sdpr_loc.examples.stereo_cal as stereo_cal
+
+    def work(*a, **kw):
+        raise AssertionError("the work ran before the output was checked")
+
+    for module, name in ((build_map_cli, "build"), (odometry, "run_odometry"), (stereo_cal, "make_problem")):
+        monkeypatch.setattr(module, name, work)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    argv = [command, *(a.format(good=f["good"], blocker=blocker) for a in args)]
+    assert cli.main(argv) == 2
+    _one_line(capsys.readouterr().err, command, "blocker")
+
+
 def test_ctrl_c_is_one_line_with_exit_130(capsys):
     def interrupted():
         raise KeyboardInterrupt

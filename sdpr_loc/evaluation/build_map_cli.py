@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sdpr_loc.argtypes import positive
+from sdpr_loc.files import writable_folder
 
 POSES = ("ground-truth", "odometry")
 
@@ -75,6 +76,7 @@ def teach_map(frames, source, every_m: float = 1.0, every_deg: float = 10.0, fro
 
 
 def run(args: argparse.Namespace) -> int:
+    writable_folder(Path(args.out).parent)
     kmap = build(args.teach, args.frontend, args.model, args.every_m, args.every_deg, args.device,
                  poses=args.poses)
     path = kmap.save(args.out)

@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sdpr_loc.argtypes import positive
+from sdpr_loc.files import writable_folder
 from .localize import METHODS
 from .odometry import METHODS as ODOMETRY_METHODS
 
@@ -52,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from .localize import check_map, check_method, keyframe_anchors, run_method
     from .report import plot, plot_integrity, summarize, table, write_csv
 
+    if args.odometry is None and (args.map is None or args.repeat is None):
+        raise SystemExit("sdpr-loc eval: pass --map and --repeat (localization) or --odometry DRIVE")
+    writable_folder(args.out)
     if args.odometry is not None:
         return run_odometry_eval(args)
-    if args.map is None or args.repeat is None:
-        raise SystemExit("sdpr-loc eval: pass --map and --repeat (localization) or --odometry DRIVE")
     methods = [m.strip() for m in (args.methods or "learned-certified,learned-svd,orb-ransac").split(",")
                if m.strip()]
     for m in methods:

@@ -16,6 +16,7 @@ import torch
 
 from sdpr_loc.argtypes import positive
 from sdpr_loc.certify import PolyMinLayer
+from sdpr_loc.files import writable_folder
 from sdpr_loc.examples import save_figure
 
 C0 = [10.0, 2.6334, -4.3443, 0.0, 0.8055, -0.1334, 0.0389]
@@ -135,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.out.parent.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before the fit
+    writable_folder(args.out.parent)    # an unusable --out fails before the fit
     hist = run_fit(args.steps)
     x_s, x_l, x_g = hist["x_sdp"][-1], hist["x_loc"][-1], hist["x_loc_global"][-1]
     p_l = np.polynomial.Polynomial(hist["c_loc"])

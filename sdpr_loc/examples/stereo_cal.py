@@ -24,6 +24,7 @@ import torch
 
 from sdpr_loc.argtypes import nonnegative, positive
 from sdpr_loc.examples import save_figure
+from sdpr_loc.files import writable_folder
 from sdpr_loc.geometry.calibration import PARAMS, Calibration, calibrate_stereo, certified_solver
 from sdpr_loc.geometry.newton_registration import newton_register, register_at, weighted_cost
 from sdpr_loc.geometry.registration import Registration, register
@@ -260,6 +261,7 @@ def why_local_is_wrong(problem: CalProblem, minima: LocalMinima, camera: StereoC
 
 
 def run(args: argparse.Namespace) -> int:
+    writable_folder(args.out)     # an unusable --out fails before the calibration runs
     torch.set_num_threads(1)  # tiny batched linear algebra: threads only contend
     free = ("baseline",) if args.params == "b" else PARAMS
     steps = STEPS[args.params] if args.steps is None else args.steps

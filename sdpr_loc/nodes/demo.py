@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from sdpr_loc.argtypes import nonnegative, positive
+from sdpr_loc.files import writable_folder
 
 __all__ = ["add_arguments", "run"]
 
@@ -105,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from sdpr_loc.nodes.play import play
     from sdpr_loc.nodes.record import Recorder
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(args.out)
     teach = cached_drive(out, args.world, "teach", args.teach, args.frames)
     repeat = cached_drive(out, args.world, "repeat", args.repeat, args.frames)
     frontend, model = _frontend(args)
