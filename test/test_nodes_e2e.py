@@ -59,6 +59,7 @@ def probe():
     th.start()
     yield node
     ex.shutdown(timeout_sec=2)
+    th.join(timeout=5)     # the spin thread must be out of its wait before the context goes
     node.destroy_node()
     rclpy.try_shutdown()
 

@@ -50,6 +50,7 @@ def rig(tmp_path):
     th.start()
     yield node, client, log, tmp_path
     ex.shutdown(timeout_sec=2)
+    th.join(timeout=5)     # the spin thread must be out of its wait before the context goes
     node.close()
     node.destroy_node()
     client.destroy_node()
