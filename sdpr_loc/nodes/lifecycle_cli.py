@@ -13,7 +13,6 @@ import argparse
 
 from sdpr_loc.argtypes import positive
 
-
 __all__ = ["add_arguments", "run", "TRANSITIONS"]
 
 TRANSITIONS = ("configure", "activate", "deactivate", "cleanup", "shutdown")

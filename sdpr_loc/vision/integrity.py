@@ -231,7 +231,7 @@ def assess(s: dict, cfg: IntegrityConfig, unvouched: str = "") -> tuple[str, lis
     a relocalization: by its own support and the other candidates alone (the reason goes into the
     reasons). Empty: a prior vouches."""
     fail, warn = [], []
-    relocalized, whose = bool(unvouched), unvouched
+    relocalized = bool(unvouched)
 
     def ok(key):
         v = s.get(key, float("nan"))
@@ -246,7 +246,7 @@ def assess(s: dict, cfg: IntegrityConfig, unvouched: str = "") -> tuple[str, lis
     if ok("inliers") and s["inliers"] < cfg.min_inliers:
         fail.append(f"support: {int(s['inliers'])} inliers < {cfg.min_inliers}")
     elif relocalized and ok("inliers") and s["inliers"] < cfg.min_relocalization_inliers:
-        fail.append(f"support: relocalized ({whose}) with {int(s['inliers'])} inliers "
+        fail.append(f"support: relocalized ({unvouched}) with {int(s['inliers'])} inliers "
                     f"< {cfg.min_relocalization_inliers}")
     if ok("inlier_ratio") and s["inlier_ratio"] < cfg.min_inlier_ratio:
         fail.append(f"support: inlier ratio {s['inlier_ratio']:.2f} < {cfg.min_inlier_ratio:.2f}")
@@ -260,7 +260,7 @@ def assess(s: dict, cfg: IntegrityConfig, unvouched: str = "") -> tuple[str, lis
     if ok("agreement_m") and s["agreement_m"] > cfg.agreement_m:
         why = f"agreement: another keyframe's pose is {s['agreement_m']:.2f} m away"
         if relocalized and ok("agreement_margin") and s["agreement_margin"] < cfg.relocalization_margin:
-            fail.append(f"{why}, relocalized ({whose}) with {s['agreement_margin']:.2f} x its inliers "
+            fail.append(f"{why}, relocalized ({unvouched}) with {s['agreement_margin']:.2f} x its inliers "
                         f"< {cfg.relocalization_margin:g}")
         else:
             warn.append(why)

@@ -361,7 +361,8 @@ class Tracker:
         cfg = self.config
         pred = self._predict(stamp_ns)
         owed, self._search_owed = self._search_owed, False
-        if pred is not None and pred[1] is not None:
+        predicted = pred is not None and pred[1] is not None    # a motion prediction with its covariance
+        if predicted:
             order = self.map.nearest(pred[0], k=cfg.map_candidates)
         else:   # no motion prediction (the last pose alone is metres off at speed): place recognition
             order = self.map.candidates(frame.place_descriptors, k=cfg.map_candidates)
@@ -370,8 +371,7 @@ class Tracker:
         # check its pose (innovation): without one, the other candidates' agreement is the check
         # (a relocalization stopped at its first candidate published a pose 6.7 m off)
         stop = hurry if self._velocity_predicted(pred) else (lambda: False)
-        guided = (not owed and pred is not None and pred[1] is not None and cfg.guided
-                  and not isinstance(frame, KeypointFrame))
+        guided = predicted and not owed and cfg.guided and not isinstance(frame, KeypointFrame)
         best = self._best_candidate(frame, order, None if owed else pred, stamp_ns, stop)
         if best is not None:
             self._check_integrity(best, stamp_ns, pred)
